@@ -1,0 +1,115 @@
+"""`mxwc build`: weights -> graphs -> compile -> bundle, timing each stage."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+from mxwr.bundle import BundleWriter
+from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+
+from . import __version__
+from .compile import compile_target
+from .graphs import GraphShape
+from .tokenizer import mel_filters, tokenizer_tables
+from .weights import load_weights
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    model: str
+    output: Path
+    max_seq: int = 448
+    targets: tuple[str, ...] = ("cpu",)
+    dtype: str = "float32"
+    batch: int = 1
+    prompt_len: int = 32
+    offline: bool = False
+
+
+class BuildError(ValueError):
+    pass
+
+
+@contextmanager
+def stage(log: Callable[[str], None], what: str) -> Iterator[None]:
+    log(f"{what} ...")
+    start = time.perf_counter()
+    yield
+    log(f"{what}: done in {time.perf_counter() - start:.1f} s")
+
+
+def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
+    start = time.perf_counter()
+    with stage(log, f"loading weights ({options.model})"):
+        weights = load_weights(options.model, log, offline=options.offline)
+        dims = weights.dims
+        log(f"  {weights.name}: {sum(v.size for v in weights.tensors.values()) / 1e6:.1f} M parameters "
+            f"from {weights.source}")
+    if not 1 <= options.max_seq <= dims.n_text_ctx:
+        raise BuildError(f"--max-seq must be between 1 and the model's n_text_ctx ({dims.n_text_ctx})")
+    if not 1 <= options.prompt_len <= options.max_seq:
+        raise BuildError("--prompt-len must be between 1 and --max-seq")
+    if options.dtype != "float32" and "cpu" in options.targets:
+        raise BuildError("the cpu target computes in float32; use --dtype float32")
+    shape = GraphShape(batch=options.batch, max_seq=options.max_seq, prompt_len=options.prompt_len)
+
+    with stage(log, "tokenizer and mel filters"):
+        pieces, tokenizer = tokenizer_tables(dims)
+        filters = mel_filters(dims.n_mels)
+
+    np_dtype = {"float32": np.float32, "float16": np.float16}[options.dtype]
+    graph_weights = {k: np.ascontiguousarray(v, dtype=np_dtype) for k, v in weights.tensors.items()}
+    shapes = {k: v.shape for k, v in graph_weights.items()}
+    weights_section = f"weights.{options.dtype}"
+
+    compiled = {}
+    for target in options.targets:
+        with stage(log, f"tracing and compiling graphs for {target}"):
+            compiled[target] = compile_target(target, dims, shape, shapes, options.dtype, log)
+
+    with stage(log, f"writing bundle {options.output}"):
+        writer = BundleWriter(options.output)
+        try:
+            writer.add_tensors(weights_section, "weights", graph_weights)
+            writer.add_tensors("mel_filters", "mel_filters", {"mel_filters": filters})
+            writer.add_bytes("vocabulary", "vocabulary", msgpack.packb(pieces, use_bin_type=True), compress=True)
+            targets = []
+            for target, graphs in compiled.items():
+                entry = {"name": target, "dtype": options.dtype, "weights_section": weights_section, "graphs": {}}
+                for g in graphs:
+                    section = f"graph.{target}.{g.role}"
+                    writer.add_bytes(section, "mef", g.mef, compress=True)
+                    entry["graphs"][g.role] = {"section": section, **g.signature}
+                targets.append(entry)
+            path = writer.finish(
+                {
+                    "producer": {
+                        "name": "mxwc", "version": __version__, "max_version": version("max"),
+                        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    },
+                    "model": {"name": weights.name, "source": weights.source},
+                    "dims": dims.to_dict(),
+                    "shape": {"batch": shape.batch, "max_seq": shape.max_seq, "prompt_len": shape.prompt_len},
+                    "targets": targets,
+                    "tokenizer": {**tokenizer, "vocabulary_section": "vocabulary"},
+                    "audio": {
+                        "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
+                        "n_samples": N_SAMPLES, "n_frames": N_FRAMES, "mel_filters_section": "mel_filters",
+                    },
+                    "alignment_heads": weights.alignment_heads,
+                }
+            )
+        except BaseException:
+            writer.abort()
+            raise
+    log(f"built {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - start:.1f} s")
+    return path

@@ -1,0 +1,63 @@
+"""`mxwc`: the compiler's command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .weights import DEFAULT_MODEL
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mxw", prog_name="mxwc")
+def cli() -> None:
+    """Compile Whisper checkpoints into .mxw bundles of MAX graphs."""
+
+
+@cli.command()
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True,
+              help="openai-whisper model name, checkpoint path, or CTranslate2 (faster-whisper) model folder.")
+@click.option("--max-seq", default=448, show_default=True, type=int, help="Self-attention cache length (<= 448).")
+@click.option("--target", "targets", multiple=True, default=["cpu"], show_default=True,
+              help="Compile target; repeat for several.")
+@click.option("--dtype", type=click.Choice(["float32"]), default="float32", show_default=True)
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Windows decoded together (fixed at build time).")
+@click.option("--prompt-len", default=32, show_default=True, type=int,
+              help="Prefill length; longer prompts continue one token at a time.")
+@click.option("--offline", is_flag=True, help="Do not try OpenAI's download; use the cache or an installed package.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Bundle path [default: artifacts/<model>.mxw].")
+def build(model: str, max_seq: int, targets: tuple[str, ...], dtype: str, batch: int, prompt_len: int,
+          offline: bool, output: Path | None) -> None:
+    """Build a .mxw bundle: load weights, trace and compile the graphs, write the bundle."""
+    from .build import BuildOptions, build as run_build
+
+    if output is None:
+        output = Path("artifacts") / f"{Path(model).name}.mxw"
+    run_build(BuildOptions(model=model, output=output, max_seq=max_seq, targets=tuple(targets),
+                           dtype=dtype, batch=batch, prompt_len=prompt_len, offline=offline),
+              log=lambda line: click.echo(line, err=True))
+
+
+def main() -> None:
+    from .build import BuildError
+    from .ct2 import CT2FormatError
+    from .weights import WeightsError
+
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (BuildError, WeightsError, CT2FormatError) as e:
+        click.echo(f"mxwc: error: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Compiling the graphs for one target and exporting each as a MEF.
+
+Graph inputs and outputs get names here; the names, dtypes and shapes go into the manifest as
+each graph's signature, and the runtime checks a loaded MEF against them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from max.dtype import DType
+from max.graph import DeviceRef, Graph
+
+from mxwr.dims import ModelDims
+
+from .graphs import GraphShape, encoder_graph, prefill_graph, step_graph
+
+DTYPES = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}
+ROLES = ("encoder", "prefill", "step")
+
+
+@dataclass
+class CompiledGraph:
+    role: str
+    mef: bytes
+    signature: dict[str, list[dict[str, Any]]]
+
+
+def _io_names(role: str, dims: ModelDims) -> tuple[list[str], list[str]]:
+    caches = [f"self_k.{i}" for i in range(dims.n_text_layer)] + [
+        f"self_v.{i}" for i in range(dims.n_text_layer)
+    ]
+    if role == "encoder":
+        return ["mel"], ["audio_features", "cross_k", "cross_v"]
+    first = ["tokens", "logit_positions"] if role == "prefill" else ["token", "position"]
+    return [*first, *caches, "cross_k", "cross_v"], ["logits"]
+
+
+def _describe(name: str, t: Any, kind: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "dtype": str(t.dtype).removeprefix("DType."),
+        "shape": [int(d) for d in t.shape],
+        "device": "cpu" if t.device == DeviceRef.CPU() else "gpu",
+    }
+
+
+def signature(role: str, graph: Graph, dims: ModelDims) -> dict[str, list[dict[str, Any]]]:
+    in_names, out_names = _io_names(role, dims)
+    inputs = []
+    for name, value in zip(in_names, graph.inputs, strict=True):
+        kind = "buffer" if type(value).__name__ == "BufferValue" else "tensor"
+        inputs.append(_describe(name, value.type, kind))
+    outputs = [_describe(n, t, "tensor") for n, t in zip(out_names, graph.output_types, strict=True)]
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def trace(role: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
+          dtype: str, device: DeviceRef) -> Graph:
+    builder = {"encoder": encoder_graph, "prefill": prefill_graph, "step": step_graph}[role]
+    return builder(dims, shape, shapes, DTYPES[dtype], device)
+
+
+def compile_target(
+    target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
+    dtype: str, log: Callable[[str], None],
+) -> list[CompiledGraph]:
+    """Traces and compiles the three graphs for `target` ("cpu" for now)."""
+    from max.driver import CPU
+    from max.engine import InferenceSession
+
+    if target != "cpu":
+        raise ValueError(f"unsupported target {target!r}")
+    device = DeviceRef.CPU()
+    session = InferenceSession(devices=[CPU()])
+    out = []
+    for role in ROLES:
+        start = time.perf_counter()
+        graph = trace(role, dims, shape, shapes, dtype, device)
+        compiled = session.compile(graph)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{role}.mef"
+            compiled.export_mef(path)
+            mef = path.read_bytes()
+        out.append(CompiledGraph(role, mef, signature(role, graph, dims)))
+        log(f"  compiled {role} graph for {target} ({len(mef) / 1e6:.1f} MB MEF) in "
+            f"{time.perf_counter() - start:.1f} s")
+    return out

@@ -1,0 +1,281 @@
+"""The three MAX graphs of a Whisper model, traced at fixed shapes.
+
+- `encoder_graph`: log-mel [B, n_mels, 3000] -> audio features, and every decoder layer's
+  cross-attention K and V (computed once per window, never again per token).
+- `prefill_graph`: the start-of-transcript prompt, padded to a fixed length -> logits of its last
+  real position; writes the prompt's keys/values into the self-attention caches.
+- `step_graph`: one token at a given position -> logits; writes that position of the caches in
+  place (mutable buffers) and attends over them.
+
+Weights are graph weights named as in openai-whisper's state dict and kept in its layout
+(linear weights [out, in], conv weights [out, in, k]); they are bound at load time, so one
+compiled graph serves every checkpoint of the same shape. The arithmetic follows
+openai-whisper's `model.py`: q and k each scaled by d_head^-0.25, LayerNorm and softmax in fp32,
+exact (erf) GELU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from max.dtype import DType
+from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, TensorValue, Weight, ops
+
+from mxwr.dims import N_FRAMES, ModelDims
+
+LN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    """What is fixed at build time, besides the model's own dimensions."""
+
+    batch: int
+    max_seq: int  # self-attention cache length, <= n_text_ctx
+    prompt_len: int  # prefill length; longer prompts continue through the step graph
+
+
+class Params:
+    """Hands out graph weights by state-dict name, with the shapes of the weights to be bound."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype: DType, device: DeviceRef):
+        self._shapes = shapes
+        self._dtype = dtype
+        self._device = device
+        self._values: dict[str, TensorValue] = {}
+
+    def __call__(self, name: str) -> TensorValue:
+        if name not in self._values:
+            weight = Weight(name, self._dtype, self._shapes[name], self._device)
+            self._values[name] = Graph.current.add_weight(weight)
+        return self._values[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# Layers
+
+
+def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorValue:
+    y = x @ ops.transpose(p(f"{name}.weight"), 0, 1)
+    return y + p(f"{name}.bias") if bias else y
+
+
+def layer_norm(p: Params, name: str, x: TensorValue) -> TensorValue:
+    # openai-whisper's LayerNorm runs in fp32 whatever the model dtype.
+    gamma = ops.cast(p(f"{name}.weight"), DType.float32)
+    beta = ops.cast(p(f"{name}.bias"), DType.float32)
+    return ops.cast(ops.layer_norm(ops.cast(x, DType.float32), gamma, beta, LN_EPS), x.dtype)
+
+
+def conv1d(p: Params, name: str, x: TensorValue, stride: int) -> TensorValue:
+    """Kernel-3, padding-1 conv on channels-last x [B, T, C_in] -> [B, T / stride, C_out]."""
+    weight = p(f"{name}.weight")  # [C_out, C_in, 3]
+    rscf = ops.unsqueeze(ops.permute(weight, [2, 1, 0]), 0)  # [1, 3, C_in, C_out]
+    y = ops.conv2d(ops.unsqueeze(x, 1), rscf, stride=(1, stride), padding=(0, 0, 1, 1))
+    return ops.squeeze(y, 1) + p(f"{name}.bias")
+
+
+def split_heads(x: TensorValue, n_head: int) -> TensorValue:
+    b, t, d = x.shape
+    return ops.permute(ops.reshape(x, [b, t, n_head, int(d) // n_head]), [0, 2, 1, 3])
+
+
+def merge_heads(x: TensorValue) -> TensorValue:
+    b, h, t, dh = x.shape
+    return ops.reshape(ops.permute(x, [0, 2, 1, 3]), [b, t, int(h) * int(dh)])
+
+
+def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None):
+    """Softmax(q k^T + mask) v over [B, H, T, dh] heads; q and k arrive pre-scaled."""
+    scores = ops.cast(q @ ops.transpose(k, -1, -2), DType.float32)
+    if mask is not None:
+        scores = scores + mask
+    return ops.cast(ops.softmax(scores), v.dtype) @ v
+
+
+def head_scale(dims_state: int, n_head: int) -> float:
+    return float((dims_state // n_head) ** -0.25)
+
+
+def mlp(p: Params, name: str, x: TensorValue) -> TensorValue:
+    return linear(p, f"{name}.mlp.2", ops.gelu(linear(p, f"{name}.mlp.0", x)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoder
+
+
+def encoder_graph(
+    dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
+    device: DeviceRef,
+) -> Graph:
+    mel_type = TensorType(DType.float32, [shape.batch, dims.n_mels, N_FRAMES], device)
+    with Graph("encoder", input_types=[mel_type]) as graph:
+        p = Params(shapes, dtype, device)
+        mel = ops.cast(graph.inputs[0].tensor, dtype)
+        x = ops.permute(mel, [0, 2, 1])  # channels-last for the convolutions
+        x = ops.gelu(conv1d(p, "encoder.conv1", x, stride=1))
+        x = ops.gelu(conv1d(p, "encoder.conv2", x, stride=2))
+        x = x + p("encoder.positional_embedding")
+        scale = head_scale(dims.n_audio_state, dims.n_audio_head)
+        for i in range(dims.n_audio_layer):
+            name = f"encoder.blocks.{i}"
+            h = layer_norm(p, f"{name}.attn_ln", x)
+            q = split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head) * scale
+            k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head) * scale
+            v = split_heads(linear(p, f"{name}.attn.value", h), dims.n_audio_head)
+            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v)))
+            x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
+        features = layer_norm(p, "encoder.ln_post", x)
+
+        # Cross-attention keys/values depend only on the audio: compute them once per window.
+        text_scale = head_scale(dims.n_text_state, dims.n_text_head)
+        cross_k, cross_v = [], []
+        for i in range(dims.n_text_layer):
+            name = f"decoder.blocks.{i}.cross_attn"
+            k = linear(p, f"{name}.key", features, bias=False)
+            cross_k.append(split_heads(k, dims.n_text_head) * text_scale)
+            cross_v.append(split_heads(linear(p, f"{name}.value", features), dims.n_text_head))
+        graph.output(
+            ops.cast(features, DType.float32), ops.stack(cross_k, 0), ops.stack(cross_v, 0)
+        )
+    return graph
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoder
+
+
+def _cache_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> BufferType:
+    d_head = dims.n_text_state // dims.n_text_head
+    return BufferType(dtype, [shape.batch, dims.n_text_head, shape.max_seq, d_head], device)
+
+
+def _cross_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> TensorType:
+    d_head = dims.n_text_state // dims.n_text_head
+    return TensorType(
+        dtype, [dims.n_text_layer, shape.batch, dims.n_text_head, dims.n_audio_ctx, d_head], device
+    )
+
+
+def _decoder(
+    p: Params, dims: ModelDims, x: TensorValue, cross_k: TensorValue, cross_v: TensorValue,
+    self_attend,
+) -> TensorValue:
+    """The decoder blocks on embedded tokens x [B, T, d]; returns the final hidden states."""
+    n_head = dims.n_text_head
+    scale = head_scale(dims.n_text_state, n_head)
+    for i in range(dims.n_text_layer):
+        name = f"decoder.blocks.{i}"
+        h = layer_norm(p, f"{name}.attn_ln", x)
+        q = split_heads(linear(p, f"{name}.attn.query", h), n_head) * scale
+        k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), n_head) * scale
+        v = split_heads(linear(p, f"{name}.attn.value", h), n_head)
+        x = x + linear(p, f"{name}.attn.out", merge_heads(self_attend(i, q, k, v)))
+        h = layer_norm(p, f"{name}.cross_attn_ln", x)
+        q = split_heads(linear(p, f"{name}.cross_attn.query", h), n_head) * scale
+        a = attention(q, cross_k[i], cross_v[i])
+        x = x + linear(p, f"{name}.cross_attn.out", merge_heads(a))
+        x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
+    return layer_norm(p, "decoder.ln", x)
+
+
+def _logits(p: Params, x: TensorValue) -> TensorValue:
+    # The output projection is tied to the token embedding, as in openai-whisper.
+    embedding = p("decoder.token_embedding.weight")
+    return ops.cast(x @ ops.transpose(embedding, 0, 1), DType.float32)
+
+
+def decoder_input_types(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef):
+    """Caches (K then V for each layer) and cross K/V, shared by the prefill and step graphs."""
+    caches = [_cache_type(dims, shape, dtype, device) for _ in range(2 * dims.n_text_layer)]
+    cross = [_cross_type(dims, shape, dtype, device)] * 2
+    return caches, cross
+
+
+def prefill_graph(
+    dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
+    device: DeviceRef,
+) -> Graph:
+    """Inputs: tokens [B, P] int64 (the prompt, padded), logit_positions [2] int64, caches,
+    cross K/V.
+
+    Outputs logits [B, 2, n_vocab] at the two given positions: the last real prompt position
+    (to sample the first token) and the start-of-transcript position (for the no-speech
+    probability). Positions past the real prompt hold padding; their cache entries are
+    overwritten by the step graph before anything attends to them.
+    """
+    P = shape.prompt_len
+    caches, cross = decoder_input_types(dims, shape, dtype, device)
+    inputs = [
+        TensorType(DType.int64, [shape.batch, P], device),
+        TensorType(DType.int64, [2], device),
+        *caches,
+        *cross,
+    ]
+    with Graph("prefill", input_types=inputs) as graph:
+        p = Params(shapes, dtype, device)
+        tokens, logit_positions = graph.inputs[0].tensor, graph.inputs[1].tensor
+        cache = [v.buffer for v in graph.inputs[2 : 2 + len(caches)]]
+        cross_k, cross_v = (v.tensor for v in graph.inputs[2 + len(caches) :])
+        L = dims.n_text_layer
+
+        causal = np.triu(np.full((P, P), -np.inf, dtype=np.float32), 1)
+        mask = ops.constant(causal, DType.float32, device)
+
+        def self_attend(i: int, q, k, v):
+            ops.buffer_store_slice(cache[i], k, [slice(None), slice(None), slice(0, P), slice(None)])
+            ops.buffer_store_slice(cache[L + i], v, [slice(None), slice(None), slice(0, P), slice(None)])
+            return attention(q, k, v, mask)
+
+        x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
+        positions = ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, P), slice(None)])
+        x = _decoder(p, dims, x + positions, cross_k, cross_v, self_attend)
+        graph.output(_logits(p, ops.gather(x, logit_positions, axis=1)))  # [B, 2, V]
+    return graph
+
+
+def step_graph(
+    dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
+    device: DeviceRef,
+) -> Graph:
+    """Inputs: token [B] int64, position [1] int64, caches (mutated in place), cross K/V.
+
+    Outputs logits [B, n_vocab] for the token at `position`, having written its keys/values into
+    the caches at that position.
+    """
+    caches, cross = decoder_input_types(dims, shape, dtype, device)
+    inputs = [
+        TensorType(DType.int64, [shape.batch], device),
+        TensorType(DType.int64, [1], DeviceRef.CPU()),
+        *caches,
+        *cross,
+    ]
+    with Graph("step", input_types=inputs) as graph:
+        p = Params(shapes, dtype, device)
+        token, position = graph.inputs[0].tensor, graph.inputs[1].tensor
+        cache: list[BufferValue] = [v.buffer for v in graph.inputs[2 : 2 + len(caches)]]
+        cross_k, cross_v = (v.tensor for v in graph.inputs[2 + len(caches) :])
+        L = dims.n_text_layer
+        pos = ops.reshape(position, [])
+
+        # Attend to cache slots 0..position; later slots hold stale or padding entries.
+        slots = ops.range(0, shape.max_seq, 1, dtype=DType.int64, device=DeviceRef.CPU())
+        ninf = ops.constant(float("-inf"), DType.float32, DeviceRef.CPU())
+        zero = ops.constant(0.0, DType.float32, DeviceRef.CPU())
+        mask = ops.transfer_to(ops.where(slots > pos, ninf, zero), device)
+
+        def self_attend(i: int, q, k, v):
+            index = [slice(None), slice(None), pos, slice(None)]
+            ops.buffer_store_slice(cache[i], ops.squeeze(k, 2), index)
+            ops.buffer_store_slice(cache[L + i], ops.squeeze(v, 2), index)
+            return attention(q, ops.buffer_load(cache[i]), ops.buffer_load(cache[L + i]), mask)
+
+        x = ops.gather(p("decoder.token_embedding.weight"), ops.unsqueeze(token, 1), axis=0)
+        where = ops.transfer_to(position, device)
+        x = x + ops.gather(p("decoder.positional_embedding"), where, axis=0)
+        x = _decoder(p, dims, x, cross_k, cross_v, self_attend)
+        graph.output(_logits(p, ops.squeeze(x, 1)))
+    return graph
