@@ -1,0 +1,127 @@
+"""Per-graph numerical comparison of a bundle against openai-whisper on the bundle's own weights.
+
+When a transcript differs, this says which graph moved: log-mel (numpy front end), encoder
+(features and cross-attention K/V), prefill (first-step logits), step (logits along the
+reference's own token sequence), and finally the tokens themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mxwr.bundle import BundleReader
+from mxwr.dims import ModelDims
+
+from .weights import ModelWeights
+
+# Acceptance thresholds (fp32, CPU).
+MEL_MAX_ABS = 1e-3
+ENCODER_REL = 1e-4
+LOGITS_MAX_ABS = 1e-3
+
+
+@dataclass
+class Row:
+    graph: str
+    metric: str
+    value: float
+    threshold: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.threshold is None or self.value <= self.threshold
+
+
+def weights_from_bundle(reader: BundleReader, target: str = "cpu") -> ModelWeights:
+    """The bundle's weights as a ModelWeights (fp32), so the reference runs on exactly them."""
+    entry = next(t for t in reader.manifest["targets"] if t["name"] == target)
+    tensors = {k: np.asarray(v, dtype=np.float32) for k, v in reader.read_tensors(entry["weights_section"]).items()}
+    m = reader.manifest
+    return ModelWeights(m["model"]["name"], ModelDims.from_dict(m["dims"]), tensors,
+                        f"bundle {reader.path}", m.get("alignment_heads"))
+
+
+def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def compare(bundle: str | Path, audio_path: str | Path, language: str | None = None) -> list[Row]:
+    import torch
+    import whisper
+
+    from mxwr.audio import load_audio
+    from mxwr.decoding import DecodingOptions, GreedyDecoder
+    from mxwr.transcribe import Transcriber
+
+    from .reference import openai_whisper_model
+
+    t = Transcriber(bundle, device="cpu")
+    ref = openai_whisper_model(weights_from_bundle(t.bundle))
+    dims = t.model.dims
+    rows: list[Row] = []
+
+    audio = load_audio(audio_path)
+    ref_mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=dims.n_mels)
+    mel = t.mel(audio)
+    rows.append(Row("mel", "max |diff|", float(np.abs(mel - ref_mel.numpy()).max()), MEL_MAX_ABS))
+
+    # Feed both models the same (reference) mel so each graph is judged on its own.
+    batch = np.repeat(ref_mel.numpy()[None], t.model.batch, axis=0)
+    ctx = t.model.encode(batch)
+    with torch.no_grad():
+        ref_features = ref.encoder(ref_mel[None])
+        rows.append(Row("encoder", "features rel err", rel_err(ctx.features.to_numpy()[0], ref_features[0].numpy()), ENCODER_REL))
+        scale = (dims.n_text_state // dims.n_text_head) ** -0.25
+        k_err = v_err = 0.0
+        for i, block in enumerate(ref.decoder.blocks):
+            k = block.cross_attn.key(ref_features)[0].view(-1, dims.n_text_head, dims.n_text_state // dims.n_text_head)
+            v = block.cross_attn.value(ref_features)[0].view(-1, dims.n_text_head, dims.n_text_state // dims.n_text_head)
+            k_err = max(k_err, rel_err(ctx.cross_k.to_numpy()[i, 0], (k * scale).permute(1, 0, 2).numpy()))
+            v_err = max(v_err, rel_err(ctx.cross_v.to_numpy()[i, 0], v.permute(1, 0, 2).numpy()))
+        rows.append(Row("encoder", "cross K rel err", k_err, ENCODER_REL))
+        rows.append(Row("encoder", "cross V rel err", v_err, ENCODER_REL))
+
+    options = whisper.DecodingOptions(language=language or ("en" if not dims.is_multilingual else None),
+                                      without_timestamps=True, temperature=0, fp16=False)
+    expected = ref.decode(ref_mel, options)
+    special = t.special
+    prompt = special.sot_sequence(expected.language, "transcribe") + [special.no_timestamps]
+    sequence = prompt + list(expected.tokens)
+
+    # Prefill: first-step logits on the prompt.
+    cache = t.model.new_cache()
+    tokens = np.array([prompt] * t.model.batch, dtype=np.int64)
+    first = t.model.prefill(ctx, cache, tokens, sot_index=0)[0, 0]
+    with torch.no_grad():
+        ref_logits = ref.decoder(torch.tensor([sequence]), ref_features)[0].numpy()
+    rows.append(Row("prefill", "first-step logits max |diff|", float(np.abs(first - ref_logits[len(prompt) - 1]).max()), LOGITS_MAX_ABS))
+
+    # Step: teacher-forced along the reference's tokens, every position compared.
+    worst = 0.0
+    for pos in range(len(prompt), len(sequence)):
+        token = np.full(t.model.batch, sequence[pos], dtype=np.int64)
+        logits = t.model.step(ctx, cache, token, pos)[0]
+        worst = max(worst, float(np.abs(logits - ref_logits[pos]).max()))
+    rows.append(Row("step", f"logits max |diff| over {len(sequence) - len(prompt)} steps", worst, LOGITS_MAX_ABS))
+
+    # End to end: the tokens of our own greedy loop on our own mel.
+    ours = GreedyDecoder(t.model, special, DecodingOptions(language=language)).decode(
+        t.model.encode(np.repeat(mel[None], t.model.batch, axis=0))
+    )[0]
+    rows.append(Row("tokens", "mismatched tokens vs openai-whisper", float(_mismatches(ours.tokens, list(expected.tokens))), 0.0))
+    return rows
+
+
+def _mismatches(a: list[int], b: list[int]) -> int:
+    return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [f"{'graph':<8} {'metric':<44} {'value':>11} {'limit':>9}  ok"]
+    for r in rows:
+        limit = "" if r.threshold is None else f"{r.threshold:.0e}"
+        lines.append(f"{r.graph:<8} {r.metric:<44} {r.value:>11.3e} {limit:>9}  {'yes' if r.ok else 'NO'}")
+    return "\n".join(lines)

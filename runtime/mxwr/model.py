@@ -1,0 +1,139 @@
+"""The bundle's compiled graphs, bound to its weights on one device.
+
+`WhisperModel` loads the three MEFs of the chosen target (milliseconds: nothing is compiled at
+the edge) and binds them to the memory-mapped weights. Decoding state stays on the device: the
+encoder's cross-attention K/V are passed back to the decoder graphs as the device buffers the
+encoder returned, and the self-attention caches are device buffers the graphs write in place.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bundle import BundleReader
+from .dims import N_FRAMES, ModelDims
+from .errors import BundleError, MxwError
+from .targets import Target, select_target
+
+
+@dataclass
+class AudioContext:
+    """What the decoder needs from one encoder run: features and per-layer cross K/V."""
+
+    features: Any  # max.driver.Buffer [B, n_audio_ctx, d]
+    cross_k: Any  # [n_layer, B, n_head, n_audio_ctx, d_head]
+    cross_v: Any
+
+
+class KVCache:
+    """Self-attention key/value caches, one buffer per layer for K and for V, on the device."""
+
+    def __init__(self, model: "WhisperModel"):
+        from max.driver import Buffer
+
+        d = model.dims
+        shape = (model.batch, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
+        self.buffers = [
+            Buffer.from_numpy(np.zeros(shape, dtype=model.np_dtype)).to(model.device)
+            for _ in range(2 * d.n_text_layer)
+        ]
+
+
+class WhisperModel:
+    def __init__(self, bundle: BundleReader, device: str = "auto"):
+        from max import engine
+        from max.driver import CPU
+
+        m = bundle.manifest
+        self.dims = ModelDims.from_dict(m.get("dims"))
+        shape = m.get("shape") or {}
+        self.batch, self.max_seq, self.prompt_len = (
+            _positive_int(shape, k) for k in ("batch", "max_seq", "prompt_len")
+        )
+        if self.max_seq > self.dims.n_text_ctx:
+            raise BundleError(f"bundle max_seq {self.max_seq} exceeds n_text_ctx {self.dims.n_text_ctx}")
+        self.target: Target = select_target(m.get("targets"), device)
+        self.device = self.target.open_device()
+        self.np_dtype = {"float32": np.float32, "float16": np.float16}.get(self.target.dtype)
+        if self.np_dtype is None:
+            raise MxwError(f"bundle target {self.target.name} has dtype {self.target.dtype}, "
+                           "which this runtime build does not execute")
+
+        # Read-only views into the mapping; the reader outlives the models (self.bundle).
+        self.bundle = bundle
+        weights = bundle.read_tensors(self.target.weights_section)
+        devices = [self.device] if isinstance(self.device, CPU) else [self.device, CPU()]
+        session = engine.InferenceSession(devices=devices)
+        graphs = {}
+        for role in ("encoder", "prefill", "step"):
+            section = self.target.graphs[role]["section"]
+            try:
+                compiled = engine.read(io.BytesIO(bundle.read_bytes(section)))
+                graphs[role] = session.init(compiled, weights_registry=weights)
+            except MxwError:
+                raise
+            except Exception as e:  # MAX reports load failures as RuntimeError/ValueError
+                raise BundleError(f"cannot load the {role} graph of {bundle.path}: {_first_line(e)}") from None
+            _check_signature(role, graphs[role], self.target.graphs[role])
+        self.encoder, self.prefill_graph, self.step_graph = (
+            graphs["encoder"], graphs["prefill"], graphs["step"]
+        )
+
+    # -- graphs ------------------------------------------------------------------------------
+
+    def encode(self, mel: np.ndarray) -> AudioContext:
+        """mel [B, n_mels, 3000] float32 -> AudioContext (left on the device)."""
+        assert mel.shape == (self.batch, self.dims.n_mels, N_FRAMES), mel.shape
+        features, cross_k, cross_v = self.encoder.execute(self._to_device(np.ascontiguousarray(mel, np.float32)))
+        return AudioContext(features, cross_k, cross_v)
+
+    def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int) -> np.ndarray:
+        """tokens [B, T] with T <= prompt_len -> logits [B, 2, V] at (last position, sot_index)."""
+        b, t = tokens.shape
+        padded = np.zeros((b, self.prompt_len), dtype=np.int64)
+        padded[:, :t] = tokens
+        positions = np.array([t - 1, sot_index], dtype=np.int64)
+        (logits,) = self.prefill_graph.execute(
+            self._to_device(padded), self._to_device(positions), *cache.buffers, ctx.cross_k, ctx.cross_v
+        )
+        return logits.to_numpy()
+
+    def step(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, position: int) -> np.ndarray:
+        """tokens [B] at `position` -> logits [B, V]; writes that cache position in place."""
+        (logits,) = self.step_graph.execute(
+            self._to_device(np.ascontiguousarray(tokens, np.int64)), np.array([position], np.int64),
+            *cache.buffers, ctx.cross_k, ctx.cross_v,
+        )
+        return logits.to_numpy()
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self)
+
+    def _to_device(self, array: np.ndarray):
+        from max.driver import Buffer
+
+        return Buffer.from_numpy(array).to(self.device)
+
+
+def _positive_int(d: dict, key: str) -> int:
+    value = d.get(key)
+    if not isinstance(value, int) or value <= 0:
+        raise BundleError(f"bundle manifest has a malformed shape.{key}")
+    return value
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _check_signature(role: str, model: Any, spec: dict) -> None:
+    """The MEF's inputs must be what the manifest says they are (catches mixed-up sections)."""
+    expected = [tuple(i["shape"]) for i in spec.get("inputs", [])]
+    actual = [tuple(int(d) for d in m.shape) for m in model.input_metadata]
+    if expected != actual:
+        raise BundleError(f"the {role} graph's inputs {actual} do not match the manifest's {expected}")

@@ -1,0 +1,93 @@
+"""Which of a bundle's compiled targets this host can run, and the MAX device for it.
+
+A target is named `cpu` or `<api>:<arch>` (e.g. `cuda:sm_90a`). `--device auto` prefers a GPU
+target whose architecture matches the host's GPU, then the CPU target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BundleError, MxwError
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # "cpu" or "cuda:sm_90a"
+    dtype: str
+    weights_section: str
+    graphs: dict[str, dict[str, Any]]
+    gpu_index: int | None = None  # set once matched to a host GPU
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name != "cpu"
+
+    def open_device(self):
+        from max.driver import CPU, Accelerator
+
+        return Accelerator(self.gpu_index or 0) if self.is_gpu else CPU()
+
+
+def host_targets() -> list[str]:
+    """What this host offers: `cpu`, plus `<api>:<arch>` for each GPU MAX can see."""
+    from max.driver import Accelerator, accelerator_count
+
+    offered = ["cpu"]
+    for i in range(accelerator_count()):
+        gpu = Accelerator(i)
+        offered.append(f"{gpu.api}:{gpu.architecture_name}")
+    return offered
+
+
+def parse_targets(entries: Any) -> list[Target]:
+    if not isinstance(entries, list) or not entries:
+        raise BundleError("bundle manifest lists no compiled targets")
+    targets = []
+    for e in entries:
+        try:
+            graphs = e["graphs"]
+            ok = (
+                isinstance(e["name"], str) and isinstance(e["dtype"], str)
+                and isinstance(e["weights_section"], str)
+                and all(isinstance(graphs[r]["section"], str) for r in ("encoder", "prefill", "step"))
+            )
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise BundleError("bundle manifest has a malformed target entry")
+        targets.append(Target(e["name"], e["dtype"], e["weights_section"], graphs))
+    return targets
+
+
+def select_target(entries: Any, device: str = "auto", offered: list[str] | None = None) -> Target:
+    """Picks the bundle target for `device` (auto | cpu | gpu | gpu:N) on this host."""
+    targets = parse_targets(entries)
+    offered = host_targets() if offered is None else offered
+    gpus = offered[1:]
+    names = ", ".join(t.name for t in targets)
+
+    def no_target(why: str) -> MxwError:
+        return MxwError(
+            f"{why}: the bundle has targets [{names}], this host offers [{', '.join(offered)}]"
+        )
+
+    if device not in ("auto", "cpu", "gpu") and not (device.startswith("gpu:") and device[4:].isdigit()):
+        raise MxwError(f"unknown device {device!r}: use auto, cpu, gpu or gpu:N")
+    if device in ("auto", "gpu") or device.startswith("gpu:"):
+        indices = range(len(gpus)) if ":" not in device else [int(device[4:])]
+        if device != "auto" and not gpus:
+            raise no_target(f"--device {device} asked for a GPU but none is visible")
+        for i in indices:
+            if i >= len(gpus):
+                raise no_target(f"--device {device}: no such GPU")
+            for t in targets:
+                if t.name == gpus[i]:
+                    return Target(t.name, t.dtype, t.weights_section, t.graphs, gpu_index=i)
+        if device != "auto":
+            raise no_target(f"no compiled target for the GPU asked for (--device {device})")
+    for t in targets:
+        if t.name == "cpu":
+            return t
+    raise no_target("no usable target")
