@@ -19,7 +19,7 @@ def tokenizer_tables(dims: ModelDims) -> tuple[list[bytes], dict[str, Any]]:
     pieces = [enc.decode_single_token_bytes(i) for i in range(enc.n_vocab)]
     entry = {
         "kind": "tiktoken-bytes",
-        "encoding": enc.name,
+        "encoding": enc.name.removesuffix(".tiktoken"),
         "multilingual": dims.is_multilingual,
         "special": {
             "sot": tok.sot, "eot": tok.eot, "sot_prev": tok.sot_prev, "sot_lm": tok.sot_lm,
