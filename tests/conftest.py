@@ -73,8 +73,13 @@ def runtime_env() -> Path:
     CI's install makes it (MXW_RUNTIME_ENV); otherwise it is created here, beside the checkout's
     main environment, from the same wheel cache.
     """
-    env = Path(os.environ.get("MXW_RUNTIME_ENV", ROOT / ".venv-runtime"))
+    if "MXW_RUNTIME_ENV" in os.environ:
+        return Path(os.environ["MXW_RUNTIME_ENV"]) / "bin"
+    env = ROOT / ".venv-runtime"
     if not (env / "bin" / "mxwr").exists():
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
         subprocess.run([str(env / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
+    else:  # refresh the runtime package itself: the checkout may have moved on
+        subprocess.run([str(env / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)],
+                       check=True)
     return env / "bin"

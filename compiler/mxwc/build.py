@@ -17,7 +17,7 @@ from mxwr.bundle import BundleWriter
 from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
 from . import __version__
-from .compile import compile_target
+from .compile import compile_target, parse_target
 from .graphs import GraphShape
 from .tokenizer import mel_filters, tokenizer_tables
 from .weights import load_weights
@@ -39,6 +39,23 @@ class BuildError(ValueError):
     pass
 
 
+def target_dtype(target: str, dtype: str) -> str:
+    """--dtype is the GPU targets' compute type; the CPU target computes in float32."""
+    return "float32" if parse_target(target) is None else dtype
+
+
+def cast_weights(tensors: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    if dtype == "bfloat16":
+        return {k: bfloat16_bits(v) for k, v in tensors.items()}
+    return {k: np.ascontiguousarray(v, dtype=np.dtype(dtype)) for k, v in tensors.items()}
+
+
+def bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """float -> bfloat16 (round to nearest even), as the uint16 bit patterns numpy can hold."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
 @contextmanager
 def stage(log: Callable[[str], None], what: str) -> Iterator[None]:
     log(f"{what} ...")
@@ -58,33 +75,35 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
         raise BuildError(f"--max-seq must be between 1 and the model's n_text_ctx ({dims.n_text_ctx})")
     if not 1 <= options.prompt_len <= options.max_seq:
         raise BuildError("--prompt-len must be between 1 and --max-seq")
-    if options.dtype != "float32" and "cpu" in options.targets:
-        raise BuildError("the cpu target computes in float32; use --dtype float32")
+    for target in options.targets:
+        try:
+            parse_target(target)
+        except ValueError as e:
+            raise BuildError(str(e)) from None
     shape = GraphShape(batch=options.batch, max_seq=options.max_seq, prompt_len=options.prompt_len)
 
     with stage(log, "tokenizer and mel filters"):
         pieces, tokenizer = tokenizer_tables(dims)
         filters = mel_filters(dims.n_mels)
 
-    np_dtype = {"float32": np.float32, "float16": np.float16}[options.dtype]
-    graph_weights = {k: np.ascontiguousarray(v, dtype=np_dtype) for k, v in weights.tensors.items()}
-    shapes = {k: v.shape for k, v in graph_weights.items()}
-    weights_section = f"weights.{options.dtype}"
-
+    shapes = {k: tuple(v.shape) for k, v in weights.tensors.items()}
     compiled = {}
     for target in options.targets:
-        with stage(log, f"tracing and compiling graphs for {target}"):
-            compiled[target] = compile_target(target, dims, shape, shapes, options.dtype, log)
+        dtype = target_dtype(target, options.dtype)
+        with stage(log, f"tracing and compiling graphs for {target} ({dtype})"):
+            compiled[target] = compile_target(target, dims, shape, shapes, dtype, log)
 
     with stage(log, f"writing bundle {options.output}"):
         writer = BundleWriter(options.output)
         try:
-            writer.add_tensors(weights_section, "weights", graph_weights)
+            for dtype in sorted({target_dtype(t, options.dtype) for t in options.targets}):
+                writer.add_tensors(f"weights.{dtype}", "weights", cast_weights(weights.tensors, dtype), dtype)
             writer.add_tensors("mel_filters", "mel_filters", {"mel_filters": filters})
             writer.add_bytes("vocabulary", "vocabulary", msgpack.packb(pieces, use_bin_type=True), compress=True)
             targets = []
             for target, graphs in compiled.items():
-                entry = {"name": target, "dtype": options.dtype, "weights_section": weights_section, "graphs": {}}
+                dtype = target_dtype(target, options.dtype)
+                entry = {"name": target, "dtype": dtype, "weights_section": f"weights.{dtype}", "graphs": {}}
                 for g in graphs:
                     section = f"graph.{target}.{g.role}"
                     writer.add_bytes(section, "mef", g.mef, compress=True)

@@ -6,6 +6,8 @@ each graph's signature, and the runtime checks a loaded MEF against them.
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -38,7 +40,7 @@ def _io_names(role: str, dims: ModelDims) -> tuple[list[str], list[str]]:
     if role == "encoder":
         return ["mel"], ["audio_features", "cross_k", "cross_v"]
     first = ["tokens", "logit_positions"] if role == "prefill" else ["token", "position"]
-    return [*first, *caches, "cross_k", "cross_v"], ["logits"]
+    return [*first, "suppress", *caches, "cross_k", "cross_v"], ["logits", "next_token", "next_logprob"]
 
 
 def _describe(name: str, t: Any, kind: str) -> dict[str, Any]:
@@ -67,18 +69,26 @@ def trace(role: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tu
     return builder(dims, shape, shapes, DTYPES[dtype], device)
 
 
-def compile_target(
-    target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
-    dtype: str, log: Callable[[str], None],
-) -> list[CompiledGraph]:
-    """Traces and compiles the three graphs for `target` ("cpu" for now)."""
-    from max.driver import CPU
+def parse_target(target: str) -> tuple[str, str] | None:
+    """None for "cpu", else (api, arch) for "<api>:<arch>" (e.g. "cuda:sm_90a")."""
+    if target == "cpu":
+        return None
+    api, _, arch = target.partition(":")
+    if api not in ("cuda", "hip") or not arch:
+        raise ValueError(f"unsupported target {target!r}: use cpu, cuda:<arch> (e.g. cuda:sm_90a) or hip:<arch>")
+    return api, arch
+
+
+def _compile_graphs(
+    target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: str,
+) -> list[tuple[CompiledGraph, float]]:
+    from max.driver import CPU, Accelerator
     from max.engine import InferenceSession
 
-    if target != "cpu":
-        raise ValueError(f"unsupported target {target!r}")
-    device = DeviceRef.CPU()
-    session = InferenceSession(devices=[CPU()])
+    if parse_target(target) is None:
+        device, session = DeviceRef.CPU(), InferenceSession(devices=[CPU()])
+    else:
+        device, session = DeviceRef.GPU(0), InferenceSession(devices=[Accelerator(0), CPU()])
     out = []
     for role in ROLES:
         start = time.perf_counter()
@@ -88,7 +98,38 @@ def compile_target(
             path = Path(tmp) / f"{role}.mef"
             compiled.export_mef(path)
             mef = path.read_bytes()
-        out.append(CompiledGraph(role, mef, signature(role, graph, dims)))
-        log(f"  compiled {role} graph for {target} ({len(mef) / 1e6:.1f} MB MEF) in "
-            f"{time.perf_counter() - start:.1f} s")
+        out.append((CompiledGraph(role, mef, signature(role, graph, dims)), time.perf_counter() - start))
     return out
+
+
+def _compile_virtual(target: str, *args: Any) -> list[tuple[CompiledGraph, float]]:
+    """In a fresh process: MAX latches the device kind at the first device it creates."""
+    from max import driver
+
+    api, arch = parse_target(target)
+    driver.set_virtual_device_api(api)
+    driver.set_virtual_device_target_arch(arch)
+    driver.set_virtual_device_count(1)
+    return _compile_graphs(target, *args)
+
+
+def compile_target(
+    target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
+    dtype: str, log: Callable[[str], None],
+) -> list[CompiledGraph]:
+    """Traces and compiles the three graphs for `target`.
+
+    GPU targets are cross-compiled with MAX virtual devices, so no GPU is needed to build them;
+    each compiles in its own spawned process.
+    """
+    args = (dims, shape, shapes, dtype)
+    if parse_target(target) is None:
+        results = _compile_graphs(target, *args)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            results = pool.submit(_compile_virtual, target, *args).result()
+    for graph, seconds in results:
+        log(f"  compiled {graph.role} graph for {target} ({dtype}, {len(graph.mef) / 1e6:.1f} MB MEF) "
+            f"in {seconds:.1f} s")
+    return [graph for graph, _ in results]

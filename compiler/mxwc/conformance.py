@@ -93,8 +93,9 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
 
     # Prefill: first-step logits on the prompt.
     cache = t.model.new_cache()
+    unmasked = t.model.suppress_mask([])
     tokens = np.array([prompt] * t.model.batch, dtype=np.int64)
-    first = t.model.prefill(ctx, cache, tokens, sot_index=0)[0, 0]
+    first = t.model.prefill(ctx, cache, tokens, 0, unmasked).logits.to_numpy()[0, 0]
     with torch.no_grad():
         ref_logits = ref.decoder(torch.tensor([sequence]), ref_features)[0].numpy()
     rows.append(Row("prefill", "first-step logits max |diff|", float(np.abs(first - ref_logits[len(prompt) - 1]).max()), LOGITS_MAX_ABS))
@@ -103,7 +104,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     worst = 0.0
     for pos in range(len(prompt), len(sequence)):
         token = np.full(t.model.batch, sequence[pos], dtype=np.int64)
-        logits = t.model.step(ctx, cache, token, pos)[0]
+        logits = t.model.step(ctx, cache, token, pos, unmasked).logits.to_numpy()[0]
         worst = max(worst, float(np.abs(logits - ref_logits[pos]).max()))
     rows.append(Row("step", f"logits max |diff| over {len(sequence) - len(prompt)} steps", worst, LOGITS_MAX_ABS))
 

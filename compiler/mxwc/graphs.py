@@ -188,6 +188,23 @@ def _logits(p: Params, x: TensorValue) -> TensorValue:
     return ops.cast(x @ ops.transpose(embedding, 0, 1), DType.float32)
 
 
+def greedy(logits: TensorValue, suppress: TensorValue) -> tuple[TensorValue, TensorValue]:
+    """Argmax over logits [B, V] + suppress [V] (0 or -inf), and its log-probability.
+
+    As openai-whisper's GreedyDecoder: the log-softmax of the filtered logits at the argmax,
+    which is -log(sum(exp(x - max x))). Ties go to the lowest token id on every device (MAX's
+    argmax leaves GPU ties unspecified), as torch.argmax does.
+    """
+    x = logits + suppress
+    top = ops.max(x, axis=-1)  # [B, 1]
+    vocab = int(x.shape[-1])
+    ids = ops.range(0, vocab, 1, dtype=DType.int64, device=x.device)
+    candidates = ops.where(x == top, ids, ops.constant(vocab, DType.int64, x.device))
+    token = ops.squeeze(ops.min(candidates, axis=-1), -1)  # [B]
+    logprob = -ops.log(ops.sum(ops.exp(x - top), axis=-1))
+    return token, ops.squeeze(logprob, -1)
+
+
 def decoder_input_types(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef):
     """Caches (K then V for each layer) and cross K/V, shared by the prefill and step graphs."""
     caches = [_cache_type(dims, shape, dtype, device) for _ in range(2 * dims.n_text_layer)]
@@ -199,12 +216,12 @@ def prefill_graph(
     dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
     device: DeviceRef,
 ) -> Graph:
-    """Inputs: tokens [B, P] int64 (the prompt, padded), logit_positions [2] int64, caches,
-    cross K/V.
+    """Inputs: tokens [B, P] int64 (the prompt, padded), logit_positions [2] int64, suppress
+    [n_vocab] f32 (0 or -inf, for the first sampled token), caches, cross K/V.
 
-    Outputs logits [B, 2, n_vocab] at the two given positions: the last real prompt position
+    Outputs logits [B, 2, n_vocab] at the two given positions — the last real prompt position
     (to sample the first token) and the start-of-transcript position (for the no-speech
-    probability). Positions past the real prompt hold padding; their cache entries are
+    probability) — and the greedy next token [B] with its log-probability [B]. Positions past the real prompt hold padding; their cache entries are
     overwritten by the step graph before anything attends to them.
     """
     P = shape.prompt_len
@@ -212,14 +229,15 @@ def prefill_graph(
     inputs = [
         TensorType(DType.int64, [shape.batch, P], device),
         TensorType(DType.int64, [2], device),
+        TensorType(DType.float32, [dims.n_vocab], device),
         *caches,
         *cross,
     ]
     with Graph("prefill", input_types=inputs) as graph:
         p = Params(shapes, dtype, device)
-        tokens, logit_positions = graph.inputs[0].tensor, graph.inputs[1].tensor
-        cache = [v.buffer for v in graph.inputs[2 : 2 + len(caches)]]
-        cross_k, cross_v = (v.tensor for v in graph.inputs[2 + len(caches) :])
+        tokens, logit_positions, suppress = (v.tensor for v in graph.inputs[:3])
+        cache = [v.buffer for v in graph.inputs[3 : 3 + len(caches)]]
+        cross_k, cross_v = (v.tensor for v in graph.inputs[3 + len(caches) :])
         L = dims.n_text_layer
 
         causal = np.triu(np.full((P, P), -np.inf, dtype=np.float32), 1)
@@ -233,7 +251,8 @@ def prefill_graph(
         x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
         positions = ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, P), slice(None)])
         x = _decoder(p, dims, x + positions, cross_k, cross_v, self_attend)
-        graph.output(_logits(p, ops.gather(x, logit_positions, axis=1)))  # [B, 2, V]
+        logits = _logits(p, ops.gather(x, logit_positions, axis=1))  # [B, 2, V]
+        graph.output(logits, *greedy(logits[:, 0, :], suppress))
     return graph
 
 
@@ -241,23 +260,26 @@ def step_graph(
     dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
     device: DeviceRef,
 ) -> Graph:
-    """Inputs: token [B] int64, position [1] int64, caches (mutated in place), cross K/V.
+    """Inputs: token [B] int64, position [1] int64 (host), suppress [n_vocab] f32, caches
+    (mutated in place), cross K/V.
 
-    Outputs logits [B, n_vocab] for the token at `position`, having written its keys/values into
-    the caches at that position.
+    Outputs logits [B, n_vocab] for the token at `position`, the greedy next token [B] and its
+    log-probability [B], having written the token's keys/values into the caches at `position`.
+    Only the token (and its log-probability) need cross to the host.
     """
     caches, cross = decoder_input_types(dims, shape, dtype, device)
     inputs = [
         TensorType(DType.int64, [shape.batch], device),
         TensorType(DType.int64, [1], DeviceRef.CPU()),
+        TensorType(DType.float32, [dims.n_vocab], device),
         *caches,
         *cross,
     ]
     with Graph("step", input_types=inputs) as graph:
         p = Params(shapes, dtype, device)
-        token, position = graph.inputs[0].tensor, graph.inputs[1].tensor
-        cache: list[BufferValue] = [v.buffer for v in graph.inputs[2 : 2 + len(caches)]]
-        cross_k, cross_v = (v.tensor for v in graph.inputs[2 + len(caches) :])
+        token, position, suppress = (v.tensor for v in graph.inputs[:3])
+        cache: list[BufferValue] = [v.buffer for v in graph.inputs[3 : 3 + len(caches)]]
+        cross_k, cross_v = (v.tensor for v in graph.inputs[3 + len(caches) :])
         L = dims.n_text_layer
         pos = ops.reshape(position, [])
 
@@ -277,5 +299,6 @@ def step_graph(
         where = ops.transfer_to(position, device)
         x = x + ops.gather(p("decoder.positional_embedding"), where, axis=0)
         x = _decoder(p, dims, x, cross_k, cross_v, self_attend)
-        graph.output(_logits(p, ops.squeeze(x, 1)))
+        logits = _logits(p, ops.squeeze(x, 1))
+        graph.output(logits, *greedy(logits, suppress))
     return graph

@@ -105,15 +105,20 @@ class BundleWriter:
             }
         )
 
-    def add_tensors(self, name: str, kind: str, arrays: dict[str, np.ndarray]) -> None:
-        """Adds a section of raw little-endian tensors, each 64-byte aligned so it can be mmapped."""
+    def add_tensors(self, name: str, kind: str, arrays: dict[str, np.ndarray], dtype: str | None = None) -> None:
+        """Adds a section of raw little-endian tensors, each 64-byte aligned so it can be mmapped.
+
+        `dtype` names the element type when numpy has none for it (bfloat16, stored as uint16 bits).
+        """
         self._check_new(name)
         start = self._pad()
         digest = hashlib.sha256()
         table = []
         pos = start
         for tname, array in arrays.items():
-            dtype = _dtype_name(array)
+            dtype_name = dtype or _dtype_name(array)
+            if NUMPY_DTYPES[dtype_name].itemsize != array.dtype.itemsize:
+                raise ValueError(f"{tname}: {array.dtype} arrays cannot hold {dtype_name}")
             blob = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False)
             pad = _align(pos) - pos
             if pad:
@@ -126,7 +131,7 @@ class BundleWriter:
             table.append(
                 {
                     "name": tname,
-                    "dtype": dtype,
+                    "dtype": dtype_name,
                     "shape": list(array.shape),
                     "offset": pos - start,
                     "nbytes": len(data),

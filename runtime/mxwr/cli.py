@@ -32,8 +32,7 @@ def run(bundle: str, audio: tuple[str, ...], output_format: str, device: str, la
 
     transcriber = Transcriber(bundle, device=device)
     options = DecodingOptions(task=task, language=language)
-    for path in audio:
-        result = transcriber.transcribe(path, options)
+    for result in transcriber.transcribe_files(list(audio), options):
         if output_format == "json":
             click.echo(json.dumps(result, ensure_ascii=False))
         else:

@@ -4,6 +4,9 @@ The same rules, in the same order: the start-of-transcript sequence (language an
 for multilingual models, language detected when not given), `SuppressBlank` on the first
 sampled token, `SuppressTokens` ("-1" = openai-whisper's non-speech set plus the task and
 special tokens), argmax sampling, stop at end-of-text or after `sample_len` tokens.
+
+The suppression masks live on the device and the graphs pick each token there, so a step
+sends nothing to the device and brings back only the token ids and their log-probabilities.
 """
 
 from __future__ import annotations
@@ -67,15 +70,19 @@ class GreedyDecoder:
         self.special = special
         self.options = options
         self.sample_len = options.sample_len or model.dims.n_text_ctx // 2
-        self.suppress = np.array(suppress_token_ids(options, special), dtype=np.int64)
-        self.suppress_blank = np.array(list(special.blank) + [special.eot], dtype=np.int64)
+        suppress = suppress_token_ids(options, special)
+        first = suppress + (list(special.blank) + [special.eot] if options.suppress_blank else [])
+        # Device-resident masks: the graphs apply them and pick the token on the device.
+        self.suppress = model.suppress_mask(suppress)
+        self.suppress_first = model.suppress_mask(first)  # SuppressBlank: the first sampled token only
+        self.no_suppress = model.suppress_mask([])
 
     def detect_language(self, ctx: AudioContext, cache) -> tuple[list[str], list[dict[str, float]]]:
         """openai-whisper's `detect_language`: the start-of-transcript token's logits over the
         language tokens."""
         b = self.model.batch
         sot = np.full((b, 1), self.special.sot, dtype=np.int64)
-        logits = self.model.prefill(ctx, cache, sot, sot_index=0)[:, 0]
+        logits = self.model.prefill(ctx, cache, sot, 0, self.no_suppress).logits.to_numpy()[:, 0]
         codes = list(self.special.languages)
         ids = np.array([self.special.languages[c] for c in codes])
         lang_logits = logits[:, ids]
@@ -99,25 +106,17 @@ class GreedyDecoder:
         sot_index = 0
 
         sum_logprobs = np.zeros(b)
-        no_speech_prob = np.zeros(b)
         finished = np.zeros(b, dtype=bool)
-        logits = self._prefill(ctx, cache, tokens, sot_index)
+        out, at_sot = self._prefill(ctx, cache, tokens, sot_index)
+        no_speech_prob = np.zeros(b)
+        if special.no_speech is not None:
+            no_speech_prob = np.exp(_log_softmax(at_sot.astype(np.float64)))[:, special.no_speech]
         for i in range(self.sample_len):
-            if i == 0:
-                logits, at_sot = logits
-                if special.no_speech is not None:
-                    no_speech_prob = np.exp(_log_softmax(at_sot.astype(np.float64)))[:, special.no_speech]
-            else:
-                logits = model.step(ctx, cache, tokens[:, -1], tokens.shape[1] - 1)
-            logits = logits.copy()
-            if self.options.suppress_blank and tokens.shape[1] == sample_begin:
-                logits[:, self.suppress_blank] = -np.inf
-            logits[:, self.suppress] = -np.inf
-
-            next_tokens = logits.argmax(axis=-1)
-            logprobs = _log_softmax(logits.astype(np.float32))
-            current = logprobs[np.arange(b), next_tokens]
-            sum_logprobs += np.where(finished, 0.0, current)
+            if i > 0:
+                # The previous token goes back in as the device buffer the graph returned.
+                out = model.step(ctx, cache, out.token, tokens.shape[1] - 1, self.suppress)
+            next_tokens = out.token.to_numpy().astype(np.int64)
+            sum_logprobs += np.where(finished, 0.0, out.logprob.to_numpy())
             next_tokens[finished] = special.eot
             tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
             finished |= next_tokens == special.eot
@@ -143,10 +142,12 @@ class GreedyDecoder:
 
     def _prefill(self, ctx, cache, tokens: np.ndarray, sot_index: int):
         """Runs the prompt through the prefill graph, continuing with single steps past its fixed
-        length; returns (logits at the last position, logits at the start-of-transcript)."""
+        length; returns (the output at the last position, logits at the start-of-transcript)."""
         P = self.model.prompt_len
-        both = self.model.prefill(ctx, cache, tokens[:, :P], sot_index)
-        last, at_sot = both[:, 0], both[:, 1]
+        first = self.suppress_first if tokens.shape[1] <= P else self.no_suppress
+        out = self.model.prefill(ctx, cache, tokens[:, :P], sot_index, first)
+        at_sot = out.logits.to_numpy()[:, 1]
         for pos in range(P, tokens.shape[1]):
-            last = self.model.step(ctx, cache, tokens[:, pos], pos)
-        return last, at_sot
+            last = pos == tokens.shape[1] - 1
+            out = self.model.step(ctx, cache, tokens[:, pos], pos, self.suppress_first if last else self.no_suppress)
+        return out, at_sot

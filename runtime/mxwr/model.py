@@ -14,10 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from .bundle import BundleReader
+from .bundle import NUMPY_DTYPES, BundleReader
 from .dims import N_FRAMES, ModelDims
 from .errors import BundleError, MxwError
 from .targets import Target, select_target
+
+
+@dataclass
+class DecoderOutput:
+    """A decoder graph's outputs, left on the device until something reads them."""
+
+    logits: Any  # [B, V] (step) or [B, 2, V] (prefill: last position, start-of-transcript)
+    token: Any  # [B] int64: the greedy next token under the suppress mask
+    logprob: Any  # [B] float32: its log-probability
 
 
 @dataclass
@@ -37,8 +46,9 @@ class KVCache:
 
         d = model.dims
         shape = (model.batch, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
+        # Zeros, not garbage: masked slots still enter the attention products (as 0 * value).
         self.buffers = [
-            Buffer.from_numpy(np.zeros(shape, dtype=model.np_dtype)).to(model.device)
+            _device_array(np.zeros(shape, dtype=NUMPY_DTYPES[model.target.dtype]), model.target.dtype, model.device)
             for _ in range(2 * d.n_text_layer)
         ]
 
@@ -57,15 +67,15 @@ class WhisperModel:
         if self.max_seq > self.dims.n_text_ctx:
             raise BundleError(f"bundle max_seq {self.max_seq} exceeds n_text_ctx {self.dims.n_text_ctx}")
         self.target: Target = select_target(m.get("targets"), device)
+        if self.target.dtype not in ("float32", "float16", "bfloat16"):
+            raise BundleError(f"bundle target {self.target.name} has unknown dtype {self.target.dtype}")
         self.device = self.target.open_device()
-        self.np_dtype = {"float32": np.float32, "float16": np.float16}.get(self.target.dtype)
-        if self.np_dtype is None:
-            raise MxwError(f"bundle target {self.target.name} has dtype {self.target.dtype}, "
-                           "which this runtime build does not execute")
 
         # Read-only views into the mapping; the reader outlives the models (self.bundle).
         self.bundle = bundle
         weights = bundle.read_tensors(self.target.weights_section)
+        if self.target.dtype == "bfloat16":  # stored as uint16 bits: numpy has no bfloat16
+            weights = {k: _bfloat16(v) for k, v in weights.items()}
         devices = [self.device] if isinstance(self.device, CPU) else [self.device, CPU()]
         session = engine.InferenceSession(devices=devices)
         graphs = {}
@@ -91,24 +101,31 @@ class WhisperModel:
         features, cross_k, cross_v = self.encoder.execute(self._to_device(np.ascontiguousarray(mel, np.float32)))
         return AudioContext(features, cross_k, cross_v)
 
-    def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int) -> np.ndarray:
-        """tokens [B, T] with T <= prompt_len -> logits [B, 2, V] at (last position, sot_index)."""
+    def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int,
+                suppress: Any) -> DecoderOutput:
+        """tokens [B, T], T <= prompt_len: fills cache positions 0..T-1; logits at (T-1, sot_index)."""
         b, t = tokens.shape
         padded = np.zeros((b, self.prompt_len), dtype=np.int64)
         padded[:, :t] = tokens
         positions = np.array([t - 1, sot_index], dtype=np.int64)
-        (logits,) = self.prefill_graph.execute(
-            self._to_device(padded), self._to_device(positions), *cache.buffers, ctx.cross_k, ctx.cross_v
-        )
-        return logits.to_numpy()
+        return DecoderOutput(*self.prefill_graph.execute(
+            self._to_device(padded), self._to_device(positions), suppress, *cache.buffers,
+            ctx.cross_k, ctx.cross_v,
+        ))
 
-    def step(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, position: int) -> np.ndarray:
-        """tokens [B] at `position` -> logits [B, V]; writes that cache position in place."""
-        (logits,) = self.step_graph.execute(
-            self._to_device(np.ascontiguousarray(tokens, np.int64)), np.array([position], np.int64),
-            *cache.buffers, ctx.cross_k, ctx.cross_v,
-        )
-        return logits.to_numpy()
+    def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any) -> DecoderOutput:
+        """tokens [B] (numpy, or the device buffer a previous call returned) at `position`."""
+        if isinstance(tokens, np.ndarray):
+            tokens = self._to_device(np.ascontiguousarray(tokens, np.int64))
+        return DecoderOutput(*self.step_graph.execute(
+            tokens, np.array([position], np.int64), suppress, *cache.buffers, ctx.cross_k, ctx.cross_v,
+        ))
+
+    def suppress_mask(self, token_ids: Any) -> Any:
+        """A device vector [V]: -inf at `token_ids`, 0 elsewhere (added to the logits)."""
+        mask = np.zeros(self.dims.n_vocab, dtype=np.float32)
+        mask[np.asarray(list(token_ids), dtype=np.int64)] = -np.inf
+        return self._to_device(mask)
 
     def new_cache(self) -> KVCache:
         return KVCache(self)
@@ -117,6 +134,23 @@ class WhisperModel:
         from max.driver import Buffer
 
         return Buffer.from_numpy(array).to(self.device)
+
+
+def _device_array(array: np.ndarray, dtype: str, device: Any):
+    from max.driver import Buffer
+
+    host = _bfloat16(array.view(np.uint16)) if dtype == "bfloat16" else Buffer.from_numpy(array)
+    return host.to(device)
+
+
+def _bfloat16(bits: np.ndarray):
+    """A MAX buffer viewing uint16 bit patterns as bfloat16."""
+    from max.driver import Buffer
+    from max.dtype import DType
+
+    if not bits.flags.writeable:  # DLPack cannot always export read-only (memory-mapped) arrays
+        bits = bits.copy()
+    return Buffer.from_numpy(np.ascontiguousarray(bits)).view(DType.bfloat16)
 
 
 def _positive_int(d: dict, key: str) -> int:

@@ -2,13 +2,15 @@
 
 Audio longer than one window is cut into consecutive 30-second windows, each decoded on its own
 (openai-whisper's `decode` on each; the seeking and conditioning of `transcribe()` are not done
-here). Windows fill the bundle's batch, so a batch-N bundle decodes N windows at once.
+here). Windows, from one file or many, fill the bundle's batch, so a batch-N bundle decodes N
+windows at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -34,23 +36,35 @@ class Transcriber:
         return log_mel_spectrogram(pad_or_trim(audio), self.filters)
 
     def transcribe(self, audio_path: str | Path, options: DecodingOptions = DecodingOptions()) -> dict[str, Any]:
-        audio = load_audio(audio_path)
-        starts = list(range(0, max(len(audio), 1), N_SAMPLES))
+        return next(self.transcribe_files([audio_path], options))
+
+    def transcribe_files(self, paths: list[str | Path], options: DecodingOptions = DecodingOptions()) -> Iterator[dict[str, Any]]:
+        """Yields one result per file, in order. Windows of all files share the batch, so a
+        batch-N bundle decodes N windows at once whichever files they come from."""
+        audios = [load_audio(p) for p in paths]  # every file is readable before any work starts
+        jobs = [(i, s) for i, audio in enumerate(audios) for s in range(0, max(len(audio), 1), N_SAMPLES)]
         decoder = GreedyDecoder(self.model, self.special, options)
         b = self.model.batch
-        segments = []
-        for first in range(0, len(starts), b):
-            group = starts[first : first + b]
-            mels = [self.mel(audio[s : s + N_SAMPLES]) for s in group]
+        segments: list[list[dict[str, Any]]] = [[] for _ in paths]
+        done = 0
+        for first in range(0, len(jobs), b):
+            group = jobs[first : first + b]
+            mels = [self.mel(audios[i][s : s + N_SAMPLES]) for i, s in group]
             mels += [np.zeros_like(mels[0])] * (b - len(mels))  # fill the batch; results dropped
-            results = decoder.decode(self.model.encode(np.stack(mels)))
-            for s, r in zip(group, results):
-                end = min(s + N_SAMPLES, len(audio))
-                segments.append({"id": len(segments), "start": s / SAMPLE_RATE, "end": end / SAMPLE_RATE,
-                                 **asdict(r)})
-        return {
-            "text": " ".join(seg["text"] for seg in segments if seg["text"]),
-            "tokens": [t for seg in segments for t in seg["tokens"]],
-            "language": segments[0]["language"],
-            "segments": segments,
-        }
+            for (i, s), r in zip(group, decoder.decode(self.model.encode(np.stack(mels)))):
+                end = min(s + N_SAMPLES, len(audios[i]))
+                segments[i].append({"id": len(segments[i]), "start": s / SAMPLE_RATE, "end": end / SAMPLE_RATE,
+                                    **asdict(r)})
+            finished_upto = group[-1][0] if first + b < len(jobs) else len(paths)
+            while done < finished_upto:
+                yield _result(segments[done])
+                done += 1
+
+
+def _result(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "text": " ".join(seg["text"] for seg in segments if seg["text"]),
+        "tokens": [t for seg in segments for t in seg["tokens"]],
+        "language": segments[0]["language"],
+        "segments": segments,
+    }
