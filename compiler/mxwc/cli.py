@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -44,20 +43,13 @@ def build(model: str, max_seq: int, targets: tuple[str, ...], dtype: str, batch:
 
 
 def main() -> None:
+    from mxwr.cli import run_cli
+
     from .build import BuildError
     from .ct2 import CT2FormatError
     from .weights import WeightsError
 
-    try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (BuildError, WeightsError, CT2FormatError) as e:
-        click.echo(f"mxwc: error: {e}", err=True)
-        sys.exit(1)
+    run_cli(cli, "mxwc", (BuildError, WeightsError, CT2FormatError))
 
 
 if __name__ == "__main__":

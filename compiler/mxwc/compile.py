@@ -20,10 +20,10 @@ from max.graph import DeviceRef, Graph
 
 from mxwr.dims import ModelDims
 
-from .graphs import GraphShape, encoder_graph, prefill_graph, step_graph
+from .graphs import GraphShape, encoder_graph, frontend_graph, prefill_graph, step_graph
 
 DTYPES = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}
-ROLES = ("encoder", "prefill", "step")
+ROLES = ("frontend", "encoder", "prefill", "step")
 
 
 @dataclass
@@ -37,6 +37,8 @@ def _io_names(role: str, dims: ModelDims) -> tuple[list[str], list[str]]:
     caches = [f"self_k.{i}" for i in range(dims.n_text_layer)] + [
         f"self_v.{i}" for i in range(dims.n_text_layer)
     ]
+    if role == "frontend":
+        return ["padded_audio"], ["mel"]
     if role == "encoder":
         return ["mel"], ["audio_features", "cross_k", "cross_v"]
     first = ["tokens", "logit_positions"] if role == "prefill" else ["token", "position"]
@@ -65,7 +67,8 @@ def signature(role: str, graph: Graph, dims: ModelDims) -> dict[str, list[dict[s
 
 def trace(role: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
           dtype: str, device: DeviceRef) -> Graph:
-    builder = {"encoder": encoder_graph, "prefill": prefill_graph, "step": step_graph}[role]
+    builder = {"frontend": frontend_graph, "encoder": encoder_graph, "prefill": prefill_graph,
+               "step": step_graph}[role]
     return builder(dims, shape, shapes, DTYPES[dtype], device)
 
 

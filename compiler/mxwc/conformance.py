@@ -67,6 +67,10 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     ref_mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=dims.n_mels)
     mel = t.mel(audio)
     rows.append(Row("mel", "max |diff|", float(np.abs(mel - ref_mel.numpy()).max()), MEL_MAX_ABS))
+    if t.model.frontend is not None:
+        windows = np.repeat(whisper.pad_or_trim(audio)[None], t.model.batch, axis=0)
+        device_mel = t.model.log_mel(windows).to_numpy()[0]
+        rows.append(Row("frontend", "device log-mel max |diff|", float(np.abs(device_mel - ref_mel.numpy()).max()), MEL_MAX_ABS))
 
     # Feed both models the same (reference) mel so each graph is judged on its own.
     batch = np.repeat(ref_mel.numpy()[None], t.model.batch, axis=0)

@@ -133,35 +133,33 @@ def to_openai_state_dict(variables: dict[str, np.ndarray]) -> tuple[ModelDims, d
             if not dst.endswith(".key"):  # the key projection has no bias (CT2 stores zeros)
                 sd[f"{dst}.bias"] = b
 
+    def block(dst: str, src: str, cross: bool) -> None:
+        """One residual block: self-attention, (cross-attention,) MLP."""
+        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
+        split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0")
+        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+        if cross:
+            norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
+            linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
+            split([f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"], f"{src}/attention/linear_1")
+            linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
+        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
+        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
+        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+
     n_audio_layer = _layers(v, "encoder")
     n_text_layer = _layers(v, "decoder")
     linear("encoder.conv1", "encoder/conv1")
     linear("encoder.conv2", "encoder/conv2")
     sd["encoder.positional_embedding"] = v["encoder/position_encodings/encodings"]
     for i in range(n_audio_layer):
-        src, dst = f"encoder/layer_{i}", f"encoder.blocks.{i}"
-        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0")
-        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+        block(f"encoder.blocks.{i}", f"encoder/layer_{i}", cross=False)
     norm("encoder.ln_post", "encoder/layer_norm")
 
     sd["decoder.token_embedding.weight"] = v["decoder/embeddings/weight"]
     sd["decoder.positional_embedding"] = v["decoder/position_encodings/encodings"]
     for i in range(n_text_layer):
-        src, dst = f"decoder/layer_{i}", f"decoder.blocks.{i}"
-        norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-        split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0")
-        linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
-        norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
-        linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
-        split([f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"], f"{src}/attention/linear_1")
-        linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
-        norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-        linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-        linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
+        block(f"decoder.blocks.{i}", f"decoder/layer_{i}", cross=True)
     norm("decoder.ln", "decoder/layer_norm")
 
     conv1 = v["encoder/conv1/weight"]

@@ -23,7 +23,7 @@ import numpy as np
 from max.dtype import DType
 from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, TensorValue, Weight, ops
 
-from mxwr.dims import N_FRAMES, ModelDims
+from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, ModelDims
 
 LN_EPS = 1e-5
 
@@ -101,6 +101,52 @@ def head_scale(dims_state: int, n_head: int) -> float:
 
 def mlp(p: Params, name: str, x: TensorValue) -> TensorValue:
     return linear(p, f"{name}.mlp.2", ops.gelu(linear(p, f"{name}.mlp.0", x)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Front end (log-mel on the device)
+
+
+def stft_basis() -> np.ndarray:
+    """The Hann-windowed real DFT [N_FFT, 2 * (N_FFT // 2 + 1)]: frames @ basis gives the real
+    parts in the first half of the columns and the imaginary parts in the second."""
+    n = np.arange(N_FFT)
+    k = np.arange(N_FFT // 2 + 1)
+    window = np.hanning(N_FFT + 1)[:-1]  # torch.hann_window (periodic)
+    angle = 2 * np.pi * np.outer(n, k) / N_FFT
+    return (np.concatenate([np.cos(angle), -np.sin(angle)], axis=1) * window[:, None]).astype(np.float32)
+
+
+def frontend_graph(
+    dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
+    device: DeviceRef,
+) -> Graph:
+    """Reflect-padded audio [B, N_SAMPLES + N_FFT] f32 -> log-mel [B, n_mels, 3000] f32.
+
+    openai-whisper's `log_mel_spectrogram` on the device, so a GPU target never computes mel on
+    the host: frames (hop 160, width 400) times the windowed DFT basis, |.|^2, the mel
+    filterbank, log10, the (max - 8) floor and the (x + 4) / 4 scaling. Always float32.
+    """
+    audio_type = TensorType(DType.float32, [shape.batch, N_SAMPLES + N_FFT], device)
+    with Graph("frontend", input_types=[audio_type]) as graph:
+        p = Params(shapes, DType.float32, device)
+        # Frame t is samples [160 t, 160 t + 400): two whole hop-sized blocks and half of a third.
+        n_blocks = N_FRAMES + 2
+        blocks = ops.reshape(graph.inputs[0].tensor[:, : n_blocks * HOP_LENGTH], [shape.batch, n_blocks, HOP_LENGTH])
+        rest = N_FFT - 2 * HOP_LENGTH
+        frames = ops.concat(
+            [blocks[:, 0:N_FRAMES, :], blocks[:, 1 : N_FRAMES + 1, :], blocks[:, 2 : N_FRAMES + 2, :rest]], axis=-1
+        )  # [B, 3000, 400]; torch.stft's 3001st frame is dropped
+        spec = frames @ p("stft_basis")  # [B, 3000, 2 * bins]
+        bins = N_FFT // 2 + 1
+        real, imag = spec[:, :, :bins], spec[:, :, bins:]
+        mel = (real * real + imag * imag) @ ops.transpose(p("mel_filters"), 0, 1)  # [B, 3000, n_mels]
+        floor = ops.constant(1e-10, DType.float32, device)
+        log_spec = ops.log(ops.max(mel, floor)) * float(1 / np.log(10))
+        top = ops.max(ops.max(log_spec, axis=-1), axis=-2)  # [B, 1, 1]
+        log_spec = ops.max(log_spec, top - 8.0)
+        graph.output(ops.permute((log_spec + 4.0) / 4.0, [0, 2, 1]))
+    return graph
 
 
 # ----------------------------------------------------------------------------------------------

@@ -63,17 +63,23 @@ def inspect(bundle: str, verify: bool) -> None:
         click.echo(json.dumps(summary, indent=2))
 
 
-def main() -> None:
+def run_cli(group: click.Group, prog: str, errors: tuple[type[Exception], ...]) -> None:
+    """Runs a click group; `errors` (bad input) become one line on stderr and exit code 1."""
     try:
-        cli(standalone_mode=False)
+        group(standalone_mode=False)
     except click.exceptions.Abort:
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except MxwError as e:
-        click.echo(f"mxwr: error: {e}", err=True)
+    except errors as e:
+        message = " ".join(str(e).split())  # always one line
+        click.echo(f"{prog}: error: {message}", err=True)
         sys.exit(1)
+
+
+def main() -> None:
+    run_cli(cli, "mxwr", (MxwError,))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import NUMPY_DTYPES, BundleReader
-from .dims import N_FRAMES, ModelDims
+from .dims import N_FFT, N_FRAMES, ModelDims
 from .errors import BundleError, MxwError
 from .targets import Target, select_target
 
@@ -76,10 +76,19 @@ class WhisperModel:
         weights = bundle.read_tensors(self.target.weights_section)
         if self.target.dtype == "bfloat16":  # stored as uint16 bits: numpy has no bfloat16
             weights = {k: _bfloat16(v) for k, v in weights.items()}
+        # The front end's constants (mel filterbank, STFT basis) are float32 in every target.
+        try:
+            frontend = bundle.read_tensors(m["audio"]["mel_filters_section"])
+            self.mel_filters = np.asarray(frontend["mel_filters"])
+        except (KeyError, TypeError):
+            raise BundleError(f"{bundle.path} has no mel filterbank") from None
+        if self.mel_filters.shape != (self.dims.n_mels, N_FFT // 2 + 1):
+            raise BundleError(f"{bundle.path} has a mel filterbank of shape {self.mel_filters.shape}")
+        weights = {**weights, **frontend}
         devices = [self.device] if isinstance(self.device, CPU) else [self.device, CPU()]
         session = engine.InferenceSession(devices=devices)
         graphs = {}
-        for role in ("encoder", "prefill", "step"):
+        for role in [r for r in ("frontend", "encoder", "prefill", "step") if r in self.target.graphs]:
             section = self.target.graphs[role]["section"]
             try:
                 compiled = engine.read(io.BytesIO(bundle.read_bytes(section)))
@@ -89,16 +98,27 @@ class WhisperModel:
             except Exception as e:  # MAX reports load failures as RuntimeError/ValueError
                 raise BundleError(f"cannot load the {role} graph of {bundle.path}: {_first_line(e)}") from None
             _check_signature(role, graphs[role], self.target.graphs[role])
+        self.frontend = graphs.get("frontend")
         self.encoder, self.prefill_graph, self.step_graph = (
             graphs["encoder"], graphs["prefill"], graphs["step"]
         )
 
     # -- graphs ------------------------------------------------------------------------------
 
-    def encode(self, mel: np.ndarray) -> AudioContext:
-        """mel [B, n_mels, 3000] float32 -> AudioContext (left on the device)."""
-        assert mel.shape == (self.batch, self.dims.n_mels, N_FRAMES), mel.shape
-        features, cross_k, cross_v = self.encoder.execute(self._to_device(np.ascontiguousarray(mel, np.float32)))
+    def log_mel(self, windows: np.ndarray) -> Any:
+        """windows [B, N_SAMPLES] float32 -> log-mel [B, n_mels, 3000], computed on the device by
+        the front-end graph (only the reflect padding happens here)."""
+        padded = np.pad(windows.astype(np.float32, copy=False), ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
+        (mel,) = self.frontend.execute(self._to_device(padded))
+        return mel
+
+    def encode(self, mel: Any) -> AudioContext:
+        """mel [B, n_mels, 3000] float32 (numpy, or the front end's device buffer) -> AudioContext,
+        left on the device."""
+        if isinstance(mel, np.ndarray):
+            assert mel.shape == (self.batch, self.dims.n_mels, N_FRAMES), mel.shape
+            mel = self._to_device(np.ascontiguousarray(mel, np.float32))
+        features, cross_k, cross_v = self.encoder.execute(mel)
         return AudioContext(features, cross_k, cross_v)
 
     def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int,

@@ -19,21 +19,41 @@ from .audio import load_audio, pad_or_trim
 from .bundle import BundleReader
 from .decoding import DecodingOptions, GreedyDecoder
 from .dims import N_SAMPLES, SAMPLE_RATE
+from .errors import MxwError
 from .mel import log_mel_spectrogram
 from .model import WhisperModel
 from .tokens import SpecialTokens
 
 
 class Transcriber:
-    def __init__(self, bundle: str | Path, device: str = "auto"):
+    def __init__(self, bundle: str | Path, device: str = "auto", mel_on_device: bool | None = None):
+        """`mel_on_device`: compute log-mel with the bundle's front-end graph (default: on GPU
+        targets) rather than in numpy."""
         self.bundle = BundleReader(bundle)
         self.special = SpecialTokens.from_bundle(self.bundle)
-        self.filters = self.bundle.read_tensors(self.bundle.manifest["audio"]["mel_filters_section"])["mel_filters"]
         self.model = WhisperModel(self.bundle, device)
+        self._decoders: dict[DecodingOptions, GreedyDecoder] = {}
+        if mel_on_device is None:
+            mel_on_device = self.model.target.is_gpu and self.model.frontend is not None
+        if mel_on_device and self.model.frontend is None:
+            raise MxwError(f"{bundle} has no front-end graph to compute log-mel on the device")
+        self.mel_on_device = mel_on_device
+
+    def _mels(self, windows: list[np.ndarray]):
+        """The batch's log-mels: on the device with the front-end graph (so nothing but audio
+        crosses to a GPU), or in numpy. Missing batch rows are silence."""
+        b = self.model.batch
+        if self.mel_on_device:
+            padded = np.zeros((b, N_SAMPLES), dtype=np.float32)
+            for row, w in enumerate(windows):
+                padded[row, : len(w)] = w[:N_SAMPLES]
+            return self.model.log_mel(padded)
+        mels = [self.mel(w) for w in windows]
+        return np.stack(mels + [np.zeros_like(mels[0])] * (b - len(mels)))
 
     def mel(self, audio: np.ndarray) -> np.ndarray:
         """One window's log-mel, as openai-whisper's `log_mel_spectrogram(pad_or_trim(audio))`."""
-        return log_mel_spectrogram(pad_or_trim(audio), self.filters)
+        return log_mel_spectrogram(pad_or_trim(audio), self.model.mel_filters)
 
     def transcribe(self, audio_path: str | Path, options: DecodingOptions = DecodingOptions()) -> dict[str, Any]:
         return next(self.transcribe_files([audio_path], options))
@@ -41,21 +61,25 @@ class Transcriber:
     def transcribe_files(self, paths: list[str | Path], options: DecodingOptions = DecodingOptions()) -> Iterator[dict[str, Any]]:
         """Yields one result per file, in order. Windows of all files share the batch, so a
         batch-N bundle decodes N windows at once whichever files they come from."""
-        audios = [load_audio(p) for p in paths]  # every file is readable before any work starts
+        yield from self.transcribe_arrays([load_audio(p) for p in paths], options)  # all readable first
+
+    def transcribe_arrays(self, audios: list[np.ndarray], options: DecodingOptions = DecodingOptions()) -> Iterator[dict[str, Any]]:
+        """As `transcribe_files`, for audio already loaded (mono float32 at 16 kHz)."""
         jobs = [(i, s) for i, audio in enumerate(audios) for s in range(0, max(len(audio), 1), N_SAMPLES)]
-        decoder = GreedyDecoder(self.model, self.special, options)
+        if options not in self._decoders:  # its masks live on the device: make them once
+            self._decoders[options] = GreedyDecoder(self.model, self.special, options)
+        decoder = self._decoders[options]
         b = self.model.batch
-        segments: list[list[dict[str, Any]]] = [[] for _ in paths]
+        segments: list[list[dict[str, Any]]] = [[] for _ in audios]
         done = 0
         for first in range(0, len(jobs), b):
             group = jobs[first : first + b]
-            mels = [self.mel(audios[i][s : s + N_SAMPLES]) for i, s in group]
-            mels += [np.zeros_like(mels[0])] * (b - len(mels))  # fill the batch; results dropped
-            for (i, s), r in zip(group, decoder.decode(self.model.encode(np.stack(mels)))):
+            mels = self._mels([audios[i][s : s + N_SAMPLES] for i, s in group])
+            for (i, s), r in zip(group, decoder.decode(self.model.encode(mels))):
                 end = min(s + N_SAMPLES, len(audios[i]))
                 segments[i].append({"id": len(segments[i]), "start": s / SAMPLE_RATE, "end": end / SAMPLE_RATE,
                                     **asdict(r)})
-            finished_upto = group[-1][0] if first + b < len(jobs) else len(paths)
+            finished_upto = group[-1][0] if first + b < len(jobs) else len(audios)
             while done < finished_upto:
                 yield _result(segments[done])
                 done += 1
