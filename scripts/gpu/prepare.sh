@@ -49,6 +49,7 @@ size=$(stat -c %s .device/bench/payload.tar.zst); n=$(( (size + 59999999) / 6000
 split -n "$n" -d -a 1 .device/bench/payload.tar.zst .device/bench/payload.tar.zst. && rm .device/bench/payload.tar.zst
 i=0; for part in .device/bench/payload.tar.zst.*; do mkdir -p ".device/bench/chunk$i"; mv "$part" ".device/bench/chunk$i/"; i=$((i+1)); done
 
+mkdir -p "$(git rev-parse --git-dir)/info"  # the staging script records .device/ there
 bash ../shared/tools/device-max-stage.sh >/dev/null
 echo "staged: $(ls -d .device/max/chunk* | wc -l) MAX chunks, $i payload chunks. Device calls, back to back:"
 for c in .device/max/chunk*; do
