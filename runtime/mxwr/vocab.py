@@ -25,3 +25,18 @@ class Vocabulary:
         except IndexError:
             raise BundleError("token id outside the bundle's vocabulary") from None
         return data.decode("utf-8", errors="replace")
+
+    def decode_with_timestamps(self, tokens: Iterable[int]) -> str:
+        """As openai-whisper's `Tokenizer.decode_with_timestamps`: every token kept, timestamps
+        written "<|1.08|>". Joined as bytes before decoding, as tiktoken does, so a character split
+        across tokens still decodes whole."""
+        def piece(t: int) -> bytes:
+            if t >= self.timestamp_begin:  # tiktoken's names for them: "<|%.2f|>" % (i * 0.02)
+                return ("<|%.2f|>" % ((t - self.timestamp_begin) * 0.02)).encode()
+            return self.pieces[t]
+
+        try:
+            data = b"".join(piece(t) for t in tokens)
+        except IndexError:
+            raise BundleError("token id outside the bundle's vocabulary") from None
+        return data.decode("utf-8", errors="replace")
