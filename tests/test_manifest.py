@@ -36,13 +36,16 @@ def test_manifest_records_what_the_issue_asks(tiny_bundle, tiny_weights):
 
     with BundleReader(tiny_bundle) as reader:
         m = reader.manifest
-        assert m["format_version"] == [1, 0]
+        from mxwr.bundle import FORMAT_MAJOR, FORMAT_MINOR
+
+        assert m["format_version"] == [FORMAT_MAJOR, FORMAT_MINOR] == [1, 1]
         assert m["producer"]["max_version"] == version("max")
         assert m["dims"] == tiny_weights.dims.to_dict()
         assert m["shape"]["max_seq"] == 448
         assert [t["name"] for t in m["targets"]] == ["cpu"]
         assert m["targets"][0]["dtype"] == "float32"
-        assert set(m["targets"][0]["graphs"]) == {"frontend", "encoder", "prefill", "step"}
+        assert set(m["targets"][0]["graphs"]) == {"frontend", "encoder", "prefill", "step", "align"}
+        assert m["alignment_heads"] == tiny_weights.alignment_heads
         assert m["tokenizer"]["special"]["eot"] == 50256
         # Weights: 64-byte aligned in the file, equal to the source weights cast to fp32.
         weights = reader.read_tensors("weights.float32")

@@ -17,7 +17,7 @@ from mxwr.bundle import BundleWriter
 from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
 from . import __version__
-from .compile import compile_target, parse_target
+from .compile import Alignment, compile_target, parse_target
 from .graphs import GraphShape, stft_basis
 from .tokenizer import mel_filters, tokenizer_tables
 from .weights import load_weights
@@ -32,6 +32,8 @@ class BuildOptions:
     dtype: str = "float32"
     batch: int = 1
     prompt_len: int = 32
+    group: int = 1  # sequences per window: beam search and best-of need --beams N
+    word_timestamps: bool = True  # compile the align graph
     offline: bool = False
 
 
@@ -54,6 +56,11 @@ def bfloat16_bits(x: np.ndarray) -> np.ndarray:
     """float -> bfloat16 (round to nearest even), as the uint16 bit patterns numpy can hold."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def default_alignment_heads(n_layer: int, n_head: int) -> list[list[int]]:
+    """openai-whisper's default when a checkpoint names none: every head of the upper half."""
+    return [[layer, head] for layer in range(n_layer // 2, n_layer) for head in range(n_head)]
 
 
 @contextmanager
@@ -80,11 +87,18 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             parse_target(target)
         except ValueError as e:
             raise BuildError(str(e)) from None
-    shape = GraphShape(batch=options.batch, max_seq=options.max_seq, prompt_len=options.prompt_len)
+    if options.group > 1 and options.batch > 1:
+        raise BuildError("--beams and --batch cannot both exceed 1: a bundle decodes many windows or many beams")
+    shape = GraphShape(batch=options.batch, max_seq=options.max_seq, prompt_len=options.prompt_len,
+                       group=options.group)
 
     with stage(log, "tokenizer and mel filters"):
         pieces, tokenizer = tokenizer_tables(dims)
         filters = mel_filters(dims.n_mels)
+    heads = weights.alignment_heads or default_alignment_heads(dims.n_text_layer, dims.n_text_head)
+    alignment = None
+    if options.word_timestamps:
+        alignment = Alignment(tuple(tuple(h) for h in heads), tokenizer["special"]["eot"])
 
     frontend = {"mel_filters": filters, "stft_basis": stft_basis()}  # float32 whatever the dtype
     shapes = {k: tuple(v.shape) for k, v in {**weights.tensors, **frontend}.items()}
@@ -92,7 +106,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     for target in options.targets:
         dtype = target_dtype(target, options.dtype)
         with stage(log, f"tracing and compiling graphs for {target} ({dtype})"):
-            compiled[target] = compile_target(target, dims, shape, shapes, dtype, log)
+            compiled[target] = compile_target(target, dims, shape, shapes, dtype, log, alignment)
 
     with stage(log, f"writing bundle {options.output}"):
         writer = BundleWriter(options.output)
@@ -118,14 +132,15 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
                     },
                     "model": {"name": weights.name, "source": weights.source},
                     "dims": dims.to_dict(),
-                    "shape": {"batch": shape.batch, "max_seq": shape.max_seq, "prompt_len": shape.prompt_len},
+                    "shape": {"batch": shape.batch, "max_seq": shape.max_seq, "prompt_len": shape.prompt_len,
+                              "group": shape.group},
                     "targets": targets,
                     "tokenizer": {**tokenizer, "vocabulary_section": "vocabulary"},
                     "audio": {
                         "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
                         "n_samples": N_SAMPLES, "n_frames": N_FRAMES, "mel_filters_section": "mel_filters",
                     },
-                    "alignment_heads": weights.alignment_heads,
+                    "alignment_heads": [list(h) for h in heads],
                 }
             )
         except BaseException:

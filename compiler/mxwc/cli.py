@@ -27,18 +27,23 @@ def cli() -> None:
               help="Windows decoded together (fixed at build time).")
 @click.option("--prompt-len", default=32, show_default=True, type=int,
               help="Prefill length; longer prompts continue one token at a time.")
+@click.option("--beams", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Sequences decoded per window (beam search and best-of sampling need --beams >= their size).")
+@click.option("--word-timestamps/--no-word-timestamps", default=True, show_default=True,
+              help="Compile the alignment graph that word-level timestamps need.")
 @click.option("--offline", is_flag=True, help="Do not try OpenAI's download; use the cache or an installed package.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Bundle path [default: artifacts/<model>.mxw].")
 def build(model: str, max_seq: int, targets: tuple[str, ...], dtype: str, batch: int, prompt_len: int,
-          offline: bool, output: Path | None) -> None:
+          beams: int, word_timestamps: bool, offline: bool, output: Path | None) -> None:
     """Build a .mxw bundle: load weights, trace and compile the graphs, write the bundle."""
     from .build import BuildOptions, build as run_build
 
     if output is None:
         output = Path("artifacts") / f"{Path(model).name}.mxw"
     run_build(BuildOptions(model=model, output=output, max_seq=max_seq, targets=tuple(targets),
-                           dtype=dtype, batch=batch, prompt_len=prompt_len, offline=offline),
+                           dtype=dtype, batch=batch, prompt_len=prompt_len, group=beams,
+                           word_timestamps=word_timestamps, offline=offline),
               log=lambda line: click.echo(line, err=True))
 
 

@@ -20,10 +20,31 @@ from max.graph import DeviceRef, Graph
 
 from mxwr.dims import ModelDims
 
-from .graphs import GraphShape, encoder_graph, frontend_graph, prefill_graph, step_graph
+from .graphs import (GraphShape, align_graph, encoder_graph, frontend_graph, prefill_graph, reorder_graph,
+                     step_graph)
 
 DTYPES = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}
-ROLES = ("frontend", "encoder", "prefill", "step")
+BUILDERS = {"frontend": frontend_graph, "encoder": encoder_graph, "prefill": prefill_graph, "step": step_graph,
+            "reorder": reorder_graph, "align": align_graph}
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """What the align graph needs besides the weights: which heads, and the end-of-text id."""
+
+    heads: tuple[tuple[int, int], ...]
+    eot: int
+
+
+def roles(shape: GraphShape, alignment: Alignment | None) -> list[str]:
+    """The graphs a bundle holds: reorder only where several sequences share a window (beams),
+    align only where word timestamps are wanted."""
+    out = ["frontend", "encoder", "prefill", "step"]
+    if shape.group > 1:
+        out.append("reorder")
+    if alignment is not None:
+        out.append("align")
+    return out
 
 
 @dataclass
@@ -41,6 +62,10 @@ def _io_names(role: str, dims: ModelDims) -> tuple[list[str], list[str]]:
         return ["padded_audio"], ["mel"]
     if role == "encoder":
         return ["mel"], ["audio_features", "cross_k", "cross_v"]
+    if role == "reorder":
+        return ["source_rows", *caches], []
+    if role == "align":
+        return ["tokens", "cross_k", "cross_v"], ["alignment_scores", "next_token_probs"]
     first = ["tokens", "logit_positions"] if role == "prefill" else ["token", "position"]
     return [*first, "suppress", *caches, "cross_k", "cross_v"], ["logits", "next_token", "next_logprob"]
 
@@ -66,10 +91,9 @@ def signature(role: str, graph: Graph, dims: ModelDims) -> dict[str, list[dict[s
 
 
 def trace(role: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
-          dtype: str, device: DeviceRef) -> Graph:
-    builder = {"frontend": frontend_graph, "encoder": encoder_graph, "prefill": prefill_graph,
-               "step": step_graph}[role]
-    return builder(dims, shape, shapes, DTYPES[dtype], device)
+          dtype: str, device: DeviceRef, alignment: Alignment | None = None) -> Graph:
+    extra = {"heads": [list(h) for h in alignment.heads], "eot": alignment.eot} if role == "align" else {}
+    return BUILDERS[role](dims, shape, shapes, DTYPES[dtype], device, **extra)
 
 
 def parse_target(target: str) -> tuple[str, str] | None:
@@ -84,6 +108,7 @@ def parse_target(target: str) -> tuple[str, str] | None:
 
 def _compile_graphs(
     target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: str,
+    alignment: Alignment | None,
 ) -> list[tuple[CompiledGraph, float]]:
     from max.driver import CPU, Accelerator
     from max.engine import InferenceSession
@@ -93,9 +118,9 @@ def _compile_graphs(
     else:
         device, session = DeviceRef.GPU(0), InferenceSession(devices=[Accelerator(0), CPU()])
     out = []
-    for role in ROLES:
+    for role in roles(shape, alignment):
         start = time.perf_counter()
-        graph = trace(role, dims, shape, shapes, dtype, device)
+        graph = trace(role, dims, shape, shapes, dtype, device, alignment)
         compiled = session.compile(graph)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{role}.mef"
@@ -118,14 +143,14 @@ def _compile_virtual(target: str, *args: Any) -> list[tuple[CompiledGraph, float
 
 def compile_target(
     target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
-    dtype: str, log: Callable[[str], None],
+    dtype: str, log: Callable[[str], None], alignment: Alignment | None = None,
 ) -> list[CompiledGraph]:
     """Traces and compiles the three graphs for `target`.
 
     GPU targets are cross-compiled with MAX virtual devices, so no GPU is needed to build them;
     each compiles in its own spawned process.
     """
-    args = (dims, shape, shapes, dtype)
+    args = (dims, shape, shapes, dtype, alignment)
     if parse_target(target) is None:
         results = _compile_graphs(target, *args)
     else:

@@ -2,7 +2,8 @@
 
 When a transcript differs, this says which graph moved: log-mel (numpy front end), encoder
 (features and cross-attention K/V), prefill (first-step logits), step (logits along the
-reference's own token sequence), and finally the tokens themselves.
+reference's own token sequence), align (the alignment heads' cross-attention scores and the
+token probabilities word timestamps use), and finally the tokens themselves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .weights import ModelWeights
 MEL_MAX_ABS = 1e-3
 ENCODER_REL = 1e-4
 LOGITS_MAX_ABS = 1e-3
+PROBS_MAX_ABS = 1e-4
 
 
 @dataclass
@@ -53,7 +55,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     import whisper
 
     from mxwr.audio import load_audio
-    from mxwr.decoding import DecodingOptions, GreedyDecoder
+    from mxwr.decoding import DecodingOptions, DecodingTask
     from mxwr.transcribe import Transcriber
 
     from .reference import openai_whisper_model
@@ -98,7 +100,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     # Prefill: first-step logits on the prompt.
     cache = t.model.new_cache()
     unmasked = t.model.suppress_mask([])
-    tokens = np.array([prompt] * t.model.batch, dtype=np.int64)
+    tokens = np.array([prompt] * t.model.rows, dtype=np.int64)
     first = t.model.prefill(ctx, cache, tokens, 0, unmasked).logits.to_numpy()[0, 0]
     with torch.no_grad():
         ref_logits = ref.decoder(torch.tensor([sequence]), ref_features)[0].numpy()
@@ -107,17 +109,46 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     # Step: teacher-forced along the reference's tokens, every position compared.
     worst = 0.0
     for pos in range(len(prompt), len(sequence)):
-        token = np.full(t.model.batch, sequence[pos], dtype=np.int64)
+        token = np.full(t.model.rows, sequence[pos], dtype=np.int64)
         logits = t.model.step(ctx, cache, token, pos, unmasked).logits.to_numpy()[0]
         worst = max(worst, float(np.abs(logits - ref_logits[pos]).max()))
     rows.append(Row("step", f"logits max |diff| over {len(sequence) - len(prompt)} steps", worst, LOGITS_MAX_ABS))
 
+    if t.model.align_graph is not None:
+        rows += _align_rows(t, ref, ctx, ref_features, sequence + [special.eot], len(prompt) - 1)
+
     # End to end: the tokens of our own greedy loop on our own mel.
-    ours = GreedyDecoder(t.model, special, DecodingOptions(language=language)).decode(
-        t.model.encode(np.repeat(mel[None], t.model.batch, axis=0))
-    )[0]
+    options = DecodingOptions(language=expected.language, without_timestamps=True)
+    ours = DecodingTask(t.model, special, options).run(t.model.encode(np.repeat(mel[None], t.model.batch, axis=0)))[0]
     rows.append(Row("tokens", "mismatched tokens vs openai-whisper", float(_mismatches(ours.tokens, list(expected.tokens))), 0.0))
     return rows
+
+
+def _align_rows(t, ref, ctx, ref_features, sequence: list[int], sot_len: int) -> list[Row]:
+    """The align graph on [*sot_sequence, no_timestamps, *text, eot] vs openai-whisper's forward
+    with hooks on the alignment heads' cross-attention, as its `find_alignment` runs it."""
+    import torch
+    from whisper.model import disable_sdpa
+
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [block.cross_attn.register_forward_hook(lambda _m, _i, out, i=i: captured.__setitem__(i, out[-1][0]))
+             for i, block in enumerate(ref.decoder.blocks)]
+    try:
+        with torch.no_grad(), disable_sdpa():  # SDPA returns no scores
+            logits = ref.decoder(torch.tensor([sequence]), ref_features)[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    ref_scores = torch.stack([captured[layer][head] for layer, head in t.model.alignment_heads]).numpy()
+    text = sequence[sot_len + 1 : -1]
+    probs = logits[sot_len : sot_len + len(text), : t.special.eot].float().softmax(-1)
+    ref_probs = probs[np.arange(len(text)), text].numpy()
+    scores, token_probs = t.model.align(ctx, sequence)
+    return [
+        Row("align", "alignment-head scores rel err", rel_err(scores, ref_scores), ENCODER_REL),
+        Row("align", "text token probs max |diff|", float(np.abs(token_probs[sot_len : sot_len + len(text)] - ref_probs).max()),
+            PROBS_MAX_ABS),
+    ]
 
 
 def _mismatches(a: list[int], b: list[int]) -> int:

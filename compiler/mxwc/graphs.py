@@ -6,6 +6,10 @@
   real position; writes the prompt's keys/values into the self-attention caches.
 - `step_graph`: one token at a given position -> logits; writes that position of the caches in
   place (mutable buffers) and attends over them.
+- `reorder_graph` (bundles built for several sequences per window, e.g. beam search): permutes
+  the rows of the self-attention caches in place, on the device.
+- `align_graph` (word timestamps): a whole token sequence -> the alignment heads' cross-attention
+  scores and each next token's probability, as openai-whisper's `find_alignment` reads them.
 
 Weights are graph weights named as in openai-whisper's state dict and kept in its layout
 (linear weights [out, in], conv weights [out, in, k]); they are bound at load time, so one
@@ -32,9 +36,15 @@ LN_EPS = 1e-5
 class GraphShape:
     """What is fixed at build time, besides the model's own dimensions."""
 
-    batch: int
+    batch: int  # windows per call (the encoder's batch)
     max_seq: int  # self-attention cache length, <= n_text_ctx
     prompt_len: int  # prefill length; longer prompts continue through the step graph
+    group: int = 1  # sequences decoded per window (beams, best-of samples)
+
+    @property
+    def rows(self) -> int:
+        """The decoder graphs' batch: every sequence of every window."""
+        return self.batch * self.group
 
 
 class Params:
@@ -196,7 +206,7 @@ def encoder_graph(
 
 def _cache_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> BufferType:
     d_head = dims.n_text_state // dims.n_text_head
-    return BufferType(dtype, [shape.batch, dims.n_text_head, shape.max_seq, d_head], device)
+    return BufferType(dtype, [shape.rows, dims.n_text_head, shape.max_seq, d_head], device)
 
 
 def _cross_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> TensorType:
@@ -206,13 +216,41 @@ def _cross_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: Device
     )
 
 
+def cross_attention(group: int):
+    """Attention of the decoder's queries [B*G, H, T, dh] over one window's cross K/V [B, H, S, dh].
+
+    The G sequences of a window share its audio: their queries are folded into the query
+    length, so the cross K/V are stored (and read) once per window, not once per sequence.
+    """
+
+    def attend(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
+        if group == 1:
+            return attention(q, k, v)
+        rows, h, t, dh = (int(d) for d in q.shape)
+        b = rows // group
+        folded = ops.reshape(ops.permute(ops.reshape(q, [b, group, h, t, dh]), [0, 2, 1, 3, 4]), [b, h, group * t, dh])
+
+        def unfold(x: TensorValue) -> TensorValue:
+            last = int(x.shape[-1])
+            return ops.reshape(ops.permute(ops.reshape(x, [b, h, group, t, last]), [0, 2, 1, 3, 4]), [rows, h, t, last])
+
+        return unfold(attention(folded, k, v))
+
+    return attend
+
+
 def _decoder(
     p: Params, dims: ModelDims, x: TensorValue, cross_k: TensorValue, cross_v: TensorValue,
-    self_attend,
+    self_attend, group: int = 1, scores: dict[int, TensorValue] | None = None,
 ) -> TensorValue:
-    """The decoder blocks on embedded tokens x [B, T, d]; returns the final hidden states."""
+    """The decoder blocks on embedded tokens x [B*G, T, d]; returns the final hidden states.
+
+    `scores`, when given, receives each layer's cross-attention scores (q k^T, before softmax;
+    ungrouped decoders only).
+    """
     n_head = dims.n_text_head
     scale = head_scale(dims.n_text_state, n_head)
+    cross = cross_attention(group)
     for i in range(dims.n_text_layer):
         name = f"decoder.blocks.{i}"
         h = layer_norm(p, f"{name}.attn_ln", x)
@@ -222,8 +260,9 @@ def _decoder(
         x = x + linear(p, f"{name}.attn.out", merge_heads(self_attend(i, q, k, v)))
         h = layer_norm(p, f"{name}.cross_attn_ln", x)
         q = split_heads(linear(p, f"{name}.cross_attn.query", h), n_head) * scale
-        a = attention(q, cross_k[i], cross_v[i])
-        x = x + linear(p, f"{name}.cross_attn.out", merge_heads(a))
+        if scores is not None:
+            scores[i] = q @ ops.transpose(cross_k[i], -1, -2)
+        x = x + linear(p, f"{name}.cross_attn.out", merge_heads(cross(q, cross_k[i], cross_v[i])))
         x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
     return layer_norm(p, "decoder.ln", x)
 
@@ -273,7 +312,7 @@ def prefill_graph(
     P = shape.prompt_len
     caches, cross = decoder_input_types(dims, shape, dtype, device)
     inputs = [
-        TensorType(DType.int64, [shape.batch, P], device),
+        TensorType(DType.int64, [shape.rows, P], device),
         TensorType(DType.int64, [2], device),
         TensorType(DType.float32, [dims.n_vocab], device),
         *caches,
@@ -296,7 +335,7 @@ def prefill_graph(
 
         x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
         positions = ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, P), slice(None)])
-        x = _decoder(p, dims, x + positions, cross_k, cross_v, self_attend)
+        x = _decoder(p, dims, x + positions, cross_k, cross_v, self_attend, shape.group)
         logits = _logits(p, ops.gather(x, logit_positions, axis=1))  # [B, 2, V]
         graph.output(logits, *greedy(logits[:, 0, :], suppress))
     return graph
@@ -315,7 +354,7 @@ def step_graph(
     """
     caches, cross = decoder_input_types(dims, shape, dtype, device)
     inputs = [
-        TensorType(DType.int64, [shape.batch], device),
+        TensorType(DType.int64, [shape.rows], device),
         TensorType(DType.int64, [1], DeviceRef.CPU()),
         TensorType(DType.float32, [dims.n_vocab], device),
         *caches,
@@ -344,7 +383,62 @@ def step_graph(
         x = ops.gather(p("decoder.token_embedding.weight"), ops.unsqueeze(token, 1), axis=0)
         where = ops.transfer_to(position, device)
         x = x + ops.gather(p("decoder.positional_embedding"), where, axis=0)
-        x = _decoder(p, dims, x, cross_k, cross_v, self_attend)
+        x = _decoder(p, dims, x, cross_k, cross_v, self_attend, shape.group)
         logits = _logits(p, ops.squeeze(x, 1))
         graph.output(logits, *greedy(logits, suppress))
+    return graph
+
+
+def reorder_graph(
+    dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
+    device: DeviceRef,
+) -> Graph:
+    """Inputs: source_rows [B*G] int64, caches (permuted in place: row r takes row source_rows[r]).
+
+    Beam search keeps the best continuations, which may come from any beam of the window; the
+    caches follow them on the device, so no cache ever crosses to the host.
+    """
+    caches, _ = decoder_input_types(dims, shape, dtype, device)
+    inputs = [TensorType(DType.int64, [shape.rows], device), *caches]
+    with Graph("reorder", input_types=inputs) as graph:
+        rows = graph.inputs[0].tensor
+        for value in graph.inputs[1:]:
+            ops.buffer_store(value.buffer, ops.gather(ops.buffer_load(value.buffer), rows, axis=0))
+        graph.output()
+    return graph
+
+
+def align_graph(
+    dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
+    device: DeviceRef, heads: list[list[int]], eot: int,
+) -> Graph:
+    """Inputs: tokens [B, max_seq] int64 (a whole sequence, padded), cross K/V.
+
+    Outputs the alignment heads' cross-attention scores [B, n_heads, max_seq, n_audio_ctx] f32
+    (q k^T before softmax, as openai-whisper's hooks capture them) and next_token_probs
+    [B, max_seq] f32: at position t, the probability of tokens[t + 1] under the softmax of the
+    logits over the text tokens (ids below end-of-text), as `find_alignment` weighs words.
+    Padding never reaches a real position: the self-attention is causal.
+    """
+    S = shape.max_seq
+    cross = _cross_type(dims, shape, dtype, device)
+    inputs = [TensorType(DType.int64, [shape.batch, S], device), cross, cross]
+    with Graph("align", input_types=inputs) as graph:
+        p = Params(shapes, dtype, device)
+        tokens, cross_k, cross_v = (v.tensor for v in graph.inputs)
+        mask = ops.constant(np.triu(np.full((S, S), -np.inf, dtype=np.float32), 1), DType.float32, device)
+        x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
+        x = x + ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, S), slice(None)])
+        scores: dict[int, TensorValue] = {}
+        x = _decoder(p, dims, x, cross_k, cross_v, lambda i, q, k, v: attention(q, k, v, mask), scores=scores)
+        qk = ops.stack([scores[layer][:, head, :, :] for layer, head in heads], axis=1)
+
+        logits = _logits(p, x)[:, :, :eot]  # [B, S, eot]
+        log_z = ops.log(ops.sum(ops.exp(logits - ops.max(logits, axis=-1)), axis=-1)) + ops.max(logits, axis=-1)
+        following = ops.concat([tokens[:, 1:], ops.constant(np.zeros((shape.batch, 1), np.int64), DType.int64, device)], axis=1)
+        following = ops.min(following, ops.constant(eot - 1, DType.int64, device))  # special ids: never read
+        flat = ops.reshape(logits, [shape.batch * S * eot])
+        index = ops.reshape(following, [shape.batch * S]) + ops.range(0, shape.batch * S * eot, eot, dtype=DType.int64, device=device)
+        picked = ops.reshape(ops.gather(flat, index, axis=0), [shape.batch, S, 1])
+        graph.output(ops.cast(qk, DType.float32), ops.squeeze(ops.exp(picked - log_z), -1))
     return graph

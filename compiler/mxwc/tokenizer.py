@@ -29,6 +29,10 @@ def tokenizer_tables(dims: ModelDims) -> tuple[list[bytes], dict[str, Any]]:
         "languages": dict(zip(tok.all_language_codes, tok.all_language_tokens)),
         "non_speech_tokens": list(tok.non_speech_tokens),
         "blank_tokens": tok.encode(" "),
+        # Enough to rebuild the BPE encoder at run time (prompts): ids below n_mergeable are the
+        # byte-pair ranks, the rest special tokens; the pre-tokenizing pattern splits the text.
+        "pattern": enc._pat_str,
+        "n_mergeable": len(enc._mergeable_ranks),
     }
     return pieces, entry
 

@@ -29,7 +29,7 @@ from .errors import BundleError
 
 MAGIC = b"\x89MXW\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncation at byte 1
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 1.1: shape.group, reorder and align graphs, tokenizer pattern
 ALIGN = 64
 HEADER = struct.Struct("<8sHHIQQ32s")  # magic, major, minor, flags, manifest offset, length, sha256
 HEADER_SIZE = 64

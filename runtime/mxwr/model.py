@@ -19,6 +19,8 @@ from .dims import N_FFT, N_FRAMES, ModelDims
 from .errors import BundleError, MxwError
 from .targets import Target, select_target
 
+ROLES = ("frontend", "encoder", "prefill", "step", "reorder", "align")
+
 
 @dataclass
 class DecoderOutput:
@@ -45,7 +47,7 @@ class KVCache:
         from max.driver import Buffer
 
         d = model.dims
-        shape = (model.batch, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
+        shape = (model.rows, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
         # Zeros, not garbage: masked slots still enter the attention products (as 0 * value).
         self.buffers = [
             _device_array(np.zeros(shape, dtype=NUMPY_DTYPES[model.target.dtype]), model.target.dtype, model.device)
@@ -64,6 +66,8 @@ class WhisperModel:
         self.batch, self.max_seq, self.prompt_len = (
             _positive_int(shape, k) for k in ("batch", "max_seq", "prompt_len")
         )
+        self.group = _positive_int({"group": 1, **shape}, "group")  # sequences per window (1.0 bundles: 1)
+        self.rows = self.batch * self.group  # the decoder graphs' batch
         if self.max_seq > self.dims.n_text_ctx:
             raise BundleError(f"bundle max_seq {self.max_seq} exceeds n_text_ctx {self.dims.n_text_ctx}")
         self.target: Target = select_target(m.get("targets"), device)
@@ -88,7 +92,7 @@ class WhisperModel:
         devices = [self.device] if isinstance(self.device, CPU) else [self.device, CPU()]
         session = engine.InferenceSession(devices=devices)
         graphs = {}
-        for role in [r for r in ("frontend", "encoder", "prefill", "step") if r in self.target.graphs]:
+        for role in [r for r in ROLES if r in self.target.graphs]:
             section = self.target.graphs[role]["section"]
             try:
                 compiled = engine.read(io.BytesIO(bundle.read_bytes(section)))
@@ -102,6 +106,11 @@ class WhisperModel:
         self.encoder, self.prefill_graph, self.step_graph = (
             graphs["encoder"], graphs["prefill"], graphs["step"]
         )
+        self.reorder_graph, self.align_graph = graphs.get("reorder"), graphs.get("align")
+        if self.group > 1 and self.reorder_graph is None:
+            raise BundleError(f"{bundle.path} decodes {self.group} sequences per window but has no reorder graph")
+        heads = m.get("alignment_heads")
+        self.alignment_heads = [tuple(h) for h in heads] if isinstance(heads, list) else None
 
     # -- graphs ------------------------------------------------------------------------------
 
@@ -123,7 +132,7 @@ class WhisperModel:
 
     def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int,
                 suppress: Any) -> DecoderOutput:
-        """tokens [B, T], T <= prompt_len: fills cache positions 0..T-1; logits at (T-1, sot_index)."""
+        """tokens [rows, T], T <= prompt_len: fills cache positions 0..T-1; logits at (T-1, sot_index)."""
         b, t = tokens.shape
         padded = np.zeros((b, self.prompt_len), dtype=np.int64)
         padded[:, :t] = tokens
@@ -134,12 +143,29 @@ class WhisperModel:
         ))
 
     def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any) -> DecoderOutput:
-        """tokens [B] (numpy, or the device buffer a previous call returned) at `position`."""
+        """tokens [rows] (numpy, or the device buffer a previous call returned) at `position`."""
         if isinstance(tokens, np.ndarray):
             tokens = self._to_device(np.ascontiguousarray(tokens, np.int64))
         return DecoderOutput(*self.step_graph.execute(
             tokens, np.array([position], np.int64), suppress, *cache.buffers, ctx.cross_k, ctx.cross_v,
         ))
+
+    def reorder(self, cache: KVCache, source_rows: list[int]) -> None:
+        """Row r of every cache takes row source_rows[r] (beam search), on the device."""
+        self.reorder_graph.execute(self._to_device(np.asarray(source_rows, dtype=np.int64)), *cache.buffers)
+
+    def align(self, ctx: AudioContext, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """A whole sequence (window 0 of ctx) -> (alignment heads' cross-attention scores
+        [n_heads, T, n_audio_ctx], probability of each next token [T]) for its T positions."""
+        if self.align_graph is None:
+            raise MxwError("this bundle was built without word timestamps (mxwc build --word-timestamps)")
+        if len(tokens) > self.max_seq:
+            raise MxwError(f"{len(tokens)} tokens do not fit the bundle's max_seq {self.max_seq}")
+        padded = np.zeros((self.batch, self.max_seq), dtype=np.int64)
+        padded[0, : len(tokens)] = tokens
+        scores, probs = self.align_graph.execute(self._to_device(padded), ctx.cross_k, ctx.cross_v)
+        n = len(tokens)
+        return scores.to_numpy()[0, :, :n], probs.to_numpy()[0, :n]
 
     def suppress_mask(self, token_ids: Any) -> Any:
         """A device vector [V]: -inf at `token_ids`, 0 elsewhere (added to the logits)."""

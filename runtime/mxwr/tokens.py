@@ -4,6 +4,7 @@ openai-whisper's tokenizer, so the runtime needs neither tiktoken nor openai-whi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .bundle import BundleReader
@@ -29,6 +30,28 @@ class SpecialTokens:
     blank: tuple[int, ...]  # tokenizer.encode(" ")
     multilingual: bool
     vocab: Vocabulary
+    pattern: str | None = None  # the BPE pre-tokenizer (bundles of format 1.1 on)
+    n_mergeable: int | None = None
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> token ids, as openai-whisper's `Tokenizer.encode` (prompts, prefixes).
+
+        tiktoken's BPE over the bundle's own vocabulary: no tokenizer file is read or fetched.
+        """
+        if self.pattern is None or self.n_mergeable is None:
+            raise BundleError("this bundle cannot encode text prompts (built before format 1.1): rebuild it")
+        return self._encoding.encode(text)
+
+    @cached_property
+    def _encoding(self):
+        """The tiktoken encoding of the bundle's vocabulary, built on first use (50k ranks)."""
+        import tiktoken
+
+        pieces, n = self.vocab.pieces, self.n_mergeable
+        return tiktoken.Encoding(
+            name="mxw", pat_str=self.pattern, mergeable_ranks={pieces[i]: i for i in range(n)},
+            special_tokens={pieces[i].decode("utf-8", "replace"): i for i in range(n, len(pieces))},
+        )
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
         """openai-whisper's `Tokenizer.sot_sequence` (without the no-timestamps token)."""
@@ -57,5 +80,9 @@ class SpecialTokens:
         if not isinstance(pieces, list) or len(pieces) > n_vocab:
             raise BundleError("bundle vocabulary is malformed")
         vocab = Vocabulary(pieces, ids["timestamp_begin"])
+        pattern, n_mergeable = t.get("pattern"), t.get("n_mergeable")
+        if not isinstance(pattern, (str, type(None))) or not isinstance(n_mergeable, (int, type(None))):
+            raise BundleError("bundle manifest has a malformed tokenizer pattern")
         return cls(**ids, no_speech=no_speech, languages=languages, non_speech=non_speech,
-                   blank=blank, multilingual=multilingual, vocab=vocab)
+                   blank=blank, multilingual=multilingual, vocab=vocab, pattern=pattern, n_mergeable=n_mergeable)
+
