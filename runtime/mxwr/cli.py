@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+
+import numpy as np
 
 import click
 
@@ -16,27 +19,178 @@ def cli() -> None:
     """Run Whisper from a compiled .mxw bundle (no PyTorch needed)."""
 
 
-@cli.command()
+def _optional(kind):
+    """openai-whisper's optional_int / optional_float: the word None means no value."""
+
+    def convert(value):
+        if value is None or isinstance(value, kind):
+            return value
+        return None if str(value) == "None" else kind(value)
+
+    return convert
+
+
+def _bool(value) -> bool:
+    """openai-whisper's str2bool: True or False, spelled so."""
+    if isinstance(value, bool):
+        return value
+    if value in ("True", "False"):
+        return value == "True"
+    raise click.BadParameter(f"expected True or False, got {value!r}")
+
+
+def _opt(*names: str, **kwargs):
+    """An option spelled as openai-whisper spells it (underscores), with dashes accepted too."""
+    spellings = []
+    for n in names:
+        spellings.append(n)
+        if n.startswith("--") and "_" in n:
+            spellings.append(n.replace("_", "-"))
+    return click.option(*spellings, **kwargs)
+
+
+@cli.command(context_settings={"max_content_width": 110})
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--output-format", "-f", type=click.Choice(["txt", "json"]), default="txt", show_default=True,
-              help="txt: the transcript; json: text, token ids, segments (one JSON object per file).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N.")
-@click.option("--language", default=None, help="Spoken language (e.g. en); detected when omitted.")
-@click.option("--task", type=click.Choice(["transcribe", "translate"]), default="transcribe", show_default=True)
-def run(bundle: str, audio: tuple[str, ...], output_format: str, device: str, language: str | None,
-        task: str) -> None:
-    """Transcribe AUDIO file(s) with BUNDLE."""
-    from .decoding import DecodingOptions
+@_opt("--output_dir", "-o", default=None,
+      help="Directory to save the outputs, as openai-whisper does; without it the transcript goes to stdout.")
+@_opt("--output_format", "-f", type=click.Choice(["txt", "vtt", "srt", "tsv", "json", "all"]), default=None,
+      help="Format of the output [default: all with --output_dir, else txt on stdout; json prints one object per file].")
+@_opt("--device", default="auto", show_default=True, help="auto, cpu, gpu or gpu:N (the bundle's target for it).")
+@_opt("--verbose", type=_bool, default=False, show_default=True,
+      help="Print each segment as it is decoded (to stderr).")
+@_opt("--task", type=click.Choice(["transcribe", "translate"]), default="transcribe", show_default=True,
+      help="X->X speech recognition, or X->English translation.")
+@_opt("--language", default=None, help="Language spoken in the audio (e.g. en, de); detected when omitted.")
+@_opt("--temperature", type=float, default=0.0, show_default=True, help="Temperature to use for sampling.")
+@_opt("--best_of", type=_optional(int), default=5, show_default=True,
+      help="Number of candidates when sampling with non-zero temperature (needs a bundle built with --beams N).")
+@_opt("--beam_size", type=_optional(int), default=5, show_default=True,
+      help="Number of beams in beam search, at temperature zero (needs a bundle built with --beams N); None: greedy.")
+@_opt("--patience", type=_optional(float), default=None, help="Patience of beam decoding (1.0: conventional beam search).")
+@_opt("--length_penalty", type=_optional(float), default=None,
+      help="Token length penalty coefficient (alpha); simple length normalization by default.")
+@_opt("--suppress_tokens", default="-1", show_default=True,
+      help="Comma-separated token ids to suppress; '-1' suppresses most special characters except common punctuation.")
+@_opt("--initial_prompt", default=None, help="Optional text to provide as a prompt for the first window.")
+@_opt("--carry_initial_prompt", type=_bool, default=False, show_default=True,
+      help="Prepend initial_prompt to every window's prompt.")
+@_opt("--condition_on_previous_text", type=_bool, default=True, show_default=True,
+      help="Provide the previous output as a prompt for the next window.")
+@_opt("--fp16", type=_bool, default=True, show_default=True,
+      help="Accepted for compatibility: the bundle's target fixes the compute type (mxwc build --dtype).")
+@_opt("--temperature_increment_on_fallback", type=_optional(float), default=0.2, show_default=True,
+      help="Temperature increase when decoding fails the thresholds below; None: no fallback.")
+@_opt("--compression_ratio_threshold", type=_optional(float), default=2.4, show_default=True,
+      help="If the gzip compression ratio is higher, treat the decoding as failed.")
+@_opt("--logprob_threshold", type=_optional(float), default=-1.0, show_default=True,
+      help="If the average log probability is lower, treat the decoding as failed.")
+@_opt("--no_speech_threshold", type=_optional(float), default=0.6, show_default=True,
+      help="If <|nospeech|> is likelier than this AND the decoding failed logprob_threshold, the window is silence.")
+@_opt("--word_timestamps", type=_bool, default=False, show_default=True,
+      help="Extract word-level timestamps and refine the results with them.")
+@_opt("--prepend_punctuations", default="\"'“¿([{-", show_default=True,
+      help="With word timestamps, merge these punctuation marks with the next word.")
+@_opt("--append_punctuations", default="\"'.。,，!！?？:：”)]}、", show_default=True,
+      help="With word timestamps, merge these punctuation marks with the previous word.")
+@_opt("--highlight_words", type=_bool, default=False, show_default=True,
+      help="(requires --word_timestamps True) underline each word as it is spoken in srt and vtt.")
+@_opt("--max_line_width", type=_optional(int), default=None,
+      help="(requires --word_timestamps True) maximum characters in a line before breaking it.")
+@_opt("--max_line_count", type=_optional(int), default=None,
+      help="(requires --word_timestamps True) maximum number of lines in a segment.")
+@_opt("--max_words_per_line", type=_optional(int), default=None,
+      help="(requires --word_timestamps True, no effect with --max_line_width) maximum words in a segment.")
+@_opt("--threads", type=_optional(int), default=0, help="Accepted for compatibility (MAX sizes its own thread pool).")
+@_opt("--clip_timestamps", default="0", show_default=True,
+      help="Comma-separated start,end,start,end,... (seconds) of the clips to process; the last end defaults to the end.")
+@_opt("--hallucination_silence_threshold", type=_optional(float), default=None,
+      help="(requires --word_timestamps True) skip silences longer than this (seconds) around a possible hallucination.")
+@_opt("--without_timestamps", type=_bool, default=False, show_default=True,
+      help="mxw: decode text only (no timestamp tokens; one segment per window).")
+@_opt("--seed", type=int, default=0, show_default=True, help="mxw: seed of the sampler at temperature > 0.")
+@_opt("--independent_windows", type=_bool, default=False, show_default=True,
+      help="mxw: decode each 30-second window on its own (openai-whisper's decode() on pad_or_trim of the window), "
+           "batched across files for bundles built with --batch N.")
+@click.pass_context
+def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str | None, output_format: str | None,
+        device: str, verbose: bool, **args) -> None:
+    """Transcribe AUDIO file(s) with BUNDLE, as openai-whisper's `whisper` command does."""
     from .transcribe import Transcriber
+    from .writers import get_writer, render
+
+    word_options = ("highlight_words", "max_line_count", "max_line_width", "max_words_per_line")
+    if not args["word_timestamps"]:
+        for option in word_options:
+            if args[option]:
+                raise click.UsageError(f"--{option} requires --word_timestamps True")
+    if args["max_line_count"] and not args["max_line_width"]:
+        click.echo("mxwr: warning: --max_line_count has no effect without --max_line_width", err=True)
+    if args["max_words_per_line"] and args["max_line_width"]:
+        click.echo("mxwr: warning: --max_words_per_line has no effect with --max_line_width", err=True)
+    writer_options = {k: args.pop(k) for k in word_options}
+    for ignored in ("fp16", "threads"):
+        args.pop(ignored)
 
     transcriber = Transcriber(bundle, device=device)
-    options = DecodingOptions(task=task, language=language)
-    for result in transcriber.transcribe_files(list(audio), options):
-        if output_format == "json":
-            click.echo(json.dumps(result, ensure_ascii=False))
+    special, model = transcriber.special, transcriber.model
+    if not special.multilingual and args["language"] not in (None, "en", "English"):
+        click.echo(f"mxwr: warning: {model_name(transcriber)} is an English-only model but received "
+                   f"'{args['language']}'; using English instead", err=True)
+        args["language"] = "en"
+    if args["language"] is None and not special.multilingual:
+        args["language"] = "en"
+    for size in ("beam_size", "best_of"):  # openai-whisper's CLI defaults, where the bundle has no beams
+        if args[size] is not None and model.group == 1 and ctx.get_parameter_source(size).name == "DEFAULT":
+            args[size] = None
+    if args["beam_size"] is None and args["patience"] is not None:
+        args["patience"] = None
+
+    temperature = args.pop("temperature")
+    increment = args.pop("temperature_increment_on_fallback")
+    temperatures = tuple(np.arange(temperature, 1.0 + 1e-6, increment)) if increment is not None else (temperature,)
+    args["temperature"] = tuple(float(t) for t in temperatures)
+
+    if output_dir is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        writer = get_writer(output_format or "all", output_dir)
+    for path, result in zip(audio, _results(transcriber, audio, args)):
+        if verbose:
+            for seg in result["segments"]:
+                click.echo(f"[{format_timestamp(seg['start'])} --> {format_timestamp(seg['end'])}] {seg['text']}", err=True)
+        if output_dir is not None:
+            writer(result, path, writer_options)
+        elif (output_format or "txt") == "json":
+            click.echo(render("json", result))
+        elif (output_format or "txt") == "txt":
+            click.echo(result["text"].strip())
         else:
-            click.echo(result["text"])
+            click.echo(render(output_format, result, writer_options), nl=False)
+
+
+def _results(transcriber, audio: tuple[str, ...], args: dict):
+    """transcribe() per file; or, with --independent_windows, openai-whisper's decode() on each
+    30-second window (no seeking, no conditioning, the first temperature only), with every
+    file's windows batched together on a bundle built with --batch N."""
+    from .decoding import DecodingOptions
+
+    if not args.pop("independent_windows"):
+        return (transcriber.transcribe(path, **args) for path in audio)
+    t = args["temperature"][0]
+    fields = ["task", "language", "length_penalty", "suppress_tokens", "seed", "without_timestamps"]
+    fields += ["beam_size", "patience"] if t == 0 else ["best_of"]  # as transcribe()'s fallback does
+    options = DecodingOptions(temperature=t, **{k: args[k] for k in fields})
+    return transcriber.decode_files(list(audio), options)
+
+
+def model_name(transcriber) -> str:
+    return str(transcriber.bundle.manifest.get("model", {}).get("name", "this"))
+
+
+def format_timestamp(seconds: float) -> str:
+    from .writers import format_timestamp as fmt
+
+    return fmt(seconds)
 
 
 @cli.command()

@@ -1,43 +1,103 @@
-"""Bundle + audio -> transcript: audio -> log-mel -> encoder -> prefill -> step loop -> text.
+"""Bundle + audio -> transcript, as openai-whisper's `transcribe()`.
 
-Audio longer than one window is cut into consecutive 30-second windows, each decoded on its own
-(openai-whisper's `decode` on each; the seeking and conditioning of `transcribe()` are not done
-here). Windows, from one file or many, fill the bundle's batch, so a batch-N bundle decodes N
-windows at once.
+audio (streamed) -> log-mel window at `seek` -> encoder -> decode with temperature fallback ->
+segments from timestamp tokens -> seek onwards (to the last complete segment, or past the window)
+-> optional word timestamps (align graph + DTW) and hallucination skipping. The rules and their
+order are openai-whisper's, so the segments are the same.
+
+`decode_windows` is the other path: independent 30-second windows, batched across the bundle's
+batch (many files, or a long file without conditioning on previous text), for throughput.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from pathlib import Path
 from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .audio import load_audio, pad_or_trim
 from .bundle import BundleReader
-from .decoding import DecodingOptions, GreedyDecoder
-from .dims import N_SAMPLES, SAMPLE_RATE
+from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
+from .dims import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from .errors import MxwError
 from .mel import log_mel_spectrogram
-from .model import WhisperModel
+from .model import AudioContext, WhisperModel
+from .stream import AudioStream, LogMelStream, open_audio
+from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, add_word_timestamps, find_alignment
 from .tokens import SpecialTokens
+
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
+PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
 
 
 class Transcriber:
     def __init__(self, bundle: str | Path, device: str = "auto", mel_on_device: bool | None = None):
-        """`mel_on_device`: compute log-mel with the bundle's front-end graph (default: on GPU
-        targets) rather than in numpy."""
+        """`mel_on_device`: in `decode_windows`, compute log-mel with the bundle's front-end graph
+        (default: on GPU targets) rather than in numpy."""
         self.bundle = BundleReader(bundle)
         self.special = SpecialTokens.from_bundle(self.bundle)
         self.model = WhisperModel(self.bundle, device)
-        self._decoders: dict[DecodingOptions, GreedyDecoder] = {}
         if mel_on_device is None:
             mel_on_device = self.model.target.is_gpu and self.model.frontend is not None
         if mel_on_device and self.model.frontend is None:
             raise MxwError(f"{bundle} has no front-end graph to compute log-mel on the device")
         self.mel_on_device = mel_on_device
+
+    # -- openai-whisper's transcribe() -------------------------------------------------------------
+
+    def transcribe(
+        self,
+        audio: str | Path | np.ndarray | AudioStream,
+        *,
+        temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+        compression_ratio_threshold: float | None = 2.4,
+        logprob_threshold: float | None = -1.0,
+        no_speech_threshold: float | None = 0.6,
+        condition_on_previous_text: bool = True,
+        initial_prompt: str | None = None,
+        carry_initial_prompt: bool = False,
+        word_timestamps: bool = False,
+        prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+        append_punctuations: str = APPEND_PUNCTUATIONS,
+        clip_timestamps: str | list[float] = "0",
+        hallucination_silence_threshold: float | None = None,
+        **decode_options: Any,
+    ) -> dict[str, Any]:
+        """openai-whisper's `transcribe()` with the same arguments and result; `decode_options`
+        are `DecodingOptions` fields. The audio is streamed: memory stays bounded however long."""
+        stream = audio if isinstance(audio, AudioStream) else (
+            AudioStream.from_array(np.asarray(audio, dtype=np.float32)) if isinstance(audio, np.ndarray)
+            else open_audio(audio))
+        try:
+            mel = LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES)
+            return _Transcription(self, mel, locals()).run()
+        finally:
+            if stream is not audio:
+                stream.close()
+
+    def encode_window(self, mel: np.ndarray) -> AudioContext:
+        """One log-mel window [n_mels, 3000] -> its AudioContext (batch row 0; other rows silent)."""
+        batch = np.zeros((self.model.batch, *mel.shape), dtype=np.float32)
+        batch[0] = mel
+        return self.model.encode(batch)
+
+    def detect_language(self, audio: str | Path | np.ndarray) -> tuple[str, dict[str, float]]:
+        """openai-whisper's `detect_language` on the first 30 seconds."""
+        stream = open_audio(audio) if not isinstance(audio, np.ndarray) else AudioStream.from_array(audio)
+        with stream:
+            mel = LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES).window(0)
+        ctx = self.encode_window(pad_or_trim_frames(mel))
+        languages, probs = detect_language(self.model, self.special, ctx, self.model.suppress_mask([]))
+        return languages[0], probs[0]
+
+    # -- independent windows, batched ---------------------------------------------------------------
+
+    def mel(self, audio: np.ndarray) -> np.ndarray:
+        """One window's log-mel, as openai-whisper's `log_mel_spectrogram(pad_or_trim(audio))`."""
+        return log_mel_spectrogram(pad_or_trim(audio), self.model.mel_filters)
 
     def _mels(self, windows: list[np.ndarray]):
         """The batch's log-mels: on the device with the front-end graph (so nothing but audio
@@ -51,44 +111,298 @@ class Transcriber:
         mels = [self.mel(w) for w in windows]
         return np.stack(mels + [np.zeros_like(mels[0])] * (b - len(mels)))
 
-    def mel(self, audio: np.ndarray) -> np.ndarray:
-        """One window's log-mel, as openai-whisper's `log_mel_spectrogram(pad_or_trim(audio))`."""
-        return log_mel_spectrogram(pad_or_trim(audio), self.model.mel_filters)
+    def decode_files(self, paths: list[str | Path], options: DecodingOptions = DecodingOptions(without_timestamps=True)) -> Iterator[dict[str, Any]]:
+        yield from self.decode_windows([load_audio(p) for p in paths], options)  # all readable first
 
-    def transcribe(self, audio_path: str | Path, options: DecodingOptions = DecodingOptions()) -> dict[str, Any]:
-        return next(self.transcribe_files([audio_path], options))
-
-    def transcribe_files(self, paths: list[str | Path], options: DecodingOptions = DecodingOptions()) -> Iterator[dict[str, Any]]:
-        """Yields one result per file, in order. Windows of all files share the batch, so a
-        batch-N bundle decodes N windows at once whichever files they come from."""
-        yield from self.transcribe_arrays([load_audio(p) for p in paths], options)  # all readable first
-
-    def transcribe_arrays(self, audios: list[np.ndarray], options: DecodingOptions = DecodingOptions()) -> Iterator[dict[str, Any]]:
-        """As `transcribe_files`, for audio already loaded (mono float32 at 16 kHz)."""
+    def decode_windows(self, audios: list[np.ndarray], options: DecodingOptions = DecodingOptions(without_timestamps=True)) -> Iterator[dict[str, Any]]:
+        """Each audio cut into consecutive 30-second windows, each decoded on its own with
+        `options` (openai-whisper's `decode` on each: no seeking, no conditioning); windows of all
+        audios share the batch. Yields one result per audio, in order, with a segment per window."""
         jobs = [(i, s) for i, audio in enumerate(audios) for s in range(0, max(len(audio), 1), N_SAMPLES)]
-        if options not in self._decoders:  # its masks live on the device: make them once
-            self._decoders[options] = GreedyDecoder(self.model, self.special, options)
-        decoder = self._decoders[options]
+        task = DecodingTask(self.model, self.special, options)
         b = self.model.batch
         segments: list[list[dict[str, Any]]] = [[] for _ in audios]
         done = 0
         for first in range(0, len(jobs), b):
             group = jobs[first : first + b]
             mels = self._mels([audios[i][s : s + N_SAMPLES] for i, s in group])
-            for (i, s), r in zip(group, decoder.decode(self.model.encode(mels))):
+            for (i, s), r in zip(group, task.run(self.model.encode(mels))):
                 end = min(s + N_SAMPLES, len(audios[i]))
-                segments[i].append({"id": len(segments[i]), "start": s / SAMPLE_RATE, "end": end / SAMPLE_RATE,
-                                    **asdict(r)})
+                segments[i].append({"id": len(segments[i]), "seek": s // HOP_LENGTH, "start": s / SAMPLE_RATE,
+                                    "end": end / SAMPLE_RATE, **asdict(r)})
             finished_upto = group[-1][0] if first + b < len(jobs) else len(audios)
             while done < finished_upto:
-                yield _result(segments[done])
+                yield _windows_result(segments[done])
                 done += 1
 
 
-def _result(segments: list[dict[str, Any]]) -> dict[str, Any]:
+def pad_or_trim_frames(mel: np.ndarray, length: int = N_FRAMES) -> np.ndarray:
+    """openai-whisper's `pad_or_trim` along the frames of a log-mel: zeros past the end."""
+    if mel.shape[-1] >= length:
+        return mel[:, :length]
+    return np.pad(mel, ((0, 0), (0, length - mel.shape[-1])))
+
+
+def _windows_result(segments: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "text": " ".join(seg["text"] for seg in segments if seg["text"]),
-        "tokens": [t for seg in segments for t in seg["tokens"]],
-        "language": segments[0]["language"],
         "segments": segments,
+        "language": segments[0]["language"],
     }
+
+
+class _Transcription:
+    """One run of `transcribe()`: the seek loop and its state."""
+
+    def __init__(self, t: Transcriber, mel: LogMelStream, args: dict[str, Any]):
+        self.t, self.mel = t, mel
+        self.model, self.special = t.model, t.special
+        self.args = args
+        self.decode_options = dict(args["decode_options"])
+        if self.model.dims.n_audio_ctx * 2 != N_FRAMES:
+            raise MxwError("the model's audio context is not 1500 frames")
+
+    def run(self) -> dict[str, Any]:
+        a, special, model = self.args, self.special, self.model
+        opts = self.decode_options
+        content_frames = self.mel.n_frames - N_FRAMES
+        content_duration = float(content_frames * HOP_LENGTH / SAMPLE_RATE)
+
+        if opts.get("language") is None:
+            if not special.multilingual:
+                opts["language"] = "en"
+            else:  # detected on the first 30 seconds, then fixed for every window
+                ctx = self.t.encode_window(pad_or_trim_frames(self.mel.window(0)))
+                _, probs = detect_language(model, special, ctx, model.suppress_mask([]))
+                opts["language"] = max(probs[0], key=probs[0].get)
+        language, task = opts["language"], opts.get("task", "transcribe")
+
+        clip = a["clip_timestamps"]
+        if isinstance(clip, str):
+            clip = [float(ts) for ts in clip.split(",")] if clip else []
+        seek_points = [round(ts * FRAMES_PER_SECOND) for ts in clip] or [0]
+        if len(seek_points) % 2 == 1:
+            seek_points.append(content_frames)
+        seek_clips = list(zip(seek_points[::2], seek_points[1::2]))
+
+        input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token: 2
+        time_precision = input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per output token: 0.02
+        all_tokens: list[int] = []
+        all_segments: list[dict[str, Any]] = []
+        prompt_reset_since = 0
+        remaining_prompt_length = model.dims.n_text_ctx // 2 - 1
+        initial_prompt_tokens: list[int] = []
+        if a["initial_prompt"] is not None:
+            initial_prompt_tokens = special.encode(" " + a["initial_prompt"].strip())
+            all_tokens.extend(initial_prompt_tokens)
+            remaining_prompt_length -= len(initial_prompt_tokens)
+        threshold = a["hallucination_silence_threshold"]
+
+        last_speech_timestamp = 0.0
+        clip_idx = 0
+        seek = seek_clips[0][0]
+        while clip_idx < len(seek_clips):
+            seek_clip_start, seek_clip_end = seek_clips[clip_idx]
+            seek = max(seek, seek_clip_start)
+            if seek >= seek_clip_end:
+                clip_idx += 1
+                if clip_idx < len(seek_clips):
+                    seek = seek_clips[clip_idx][0]
+                continue
+            time_offset = float(seek * HOP_LENGTH / SAMPLE_RATE)
+            window_end_time = float((seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE)
+            segment_size = min(N_FRAMES, content_frames - seek, seek_clip_end - seek)
+            mel_segment = pad_or_trim_frames(self.mel.window(seek, segment_size))
+            segment_duration = segment_size * HOP_LENGTH / SAMPLE_RATE
+
+            if a["carry_initial_prompt"]:
+                nignored = max(len(initial_prompt_tokens), prompt_reset_since)
+                remaining_prompt = all_tokens[nignored:][-remaining_prompt_length:]
+                opts["prompt"] = tuple(initial_prompt_tokens + remaining_prompt)
+            else:
+                opts["prompt"] = tuple(all_tokens[prompt_reset_since:])
+
+            ctx = self.t.encode_window(mel_segment)
+            result = self.decode_with_fallback(ctx)
+            tokens = np.array(result.tokens, dtype=np.int64)
+
+            if a["no_speech_threshold"] is not None:
+                should_skip = result.no_speech_prob > a["no_speech_threshold"]
+                if a["logprob_threshold"] is not None and result.avg_logprob > a["logprob_threshold"]:
+                    should_skip = False  # confident enough despite the no-speech probability
+                if should_skip:
+                    seek += segment_size
+                    continue
+
+            previous_seek = seek
+            current_segments: list[dict[str, Any]] = []
+
+            def new_segment(start: float, end: float, tokens: np.ndarray) -> dict[str, Any]:
+                tokens = tokens.tolist()
+                return {
+                    "seek": previous_seek, "start": start, "end": end,
+                    "text": special.vocab.decode([t for t in tokens if t < special.eot]), "tokens": tokens,
+                    "temperature": result.temperature, "avg_logprob": result.avg_logprob,
+                    "compression_ratio": result.compression_ratio, "no_speech_prob": result.no_speech_prob,
+                }
+
+            is_timestamp = tokens >= special.timestamp_begin
+            single_timestamp_ending = is_timestamp[-2:].tolist() == [False, True]
+            consecutive = (np.nonzero(is_timestamp[:-1] & is_timestamp[1:])[0] + 1).tolist()
+            if consecutive:  # complete segments between pairs of timestamps
+                slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+                last_slice = 0
+                for current_slice in slices:
+                    piece = tokens[last_slice:current_slice]
+                    start = (int(piece[0]) - special.timestamp_begin) * time_precision
+                    end = (int(piece[-1]) - special.timestamp_begin) * time_precision
+                    current_segments.append(new_segment(time_offset + start, time_offset + end, piece))
+                    last_slice = current_slice
+                if single_timestamp_ending:  # no speech after the last timestamp
+                    seek += segment_size
+                else:  # the unfinished segment is decoded again from its start
+                    seek += (int(tokens[last_slice - 1]) - special.timestamp_begin) * input_stride
+            else:
+                duration = segment_duration
+                timestamps = tokens[is_timestamp]
+                if len(timestamps) > 0 and int(timestamps[-1]) != special.timestamp_begin:
+                    duration = (int(timestamps[-1]) - special.timestamp_begin) * time_precision
+                current_segments.append(new_segment(time_offset, time_offset + duration, tokens))
+                seek += segment_size
+
+            if a["word_timestamps"]:
+                self.add_words(current_segments, ctx, segment_size, language, task, last_speech_timestamp)
+                if not single_timestamp_ending:
+                    last_word_end = _last_word_end(current_segments)
+                    if last_word_end is not None and last_word_end > time_offset:
+                        seek = round(last_word_end * FRAMES_PER_SECOND)
+
+                if threshold is not None:  # skip silence before possible hallucinations
+                    if not single_timestamp_ending:
+                        last_word_end = _last_word_end(current_segments)
+                        if last_word_end is not None and last_word_end > time_offset:
+                            remaining_duration = window_end_time - last_word_end
+                            if remaining_duration > threshold:
+                                seek = round(last_word_end * FRAMES_PER_SECOND)
+                            else:
+                                seek = previous_seek + segment_size
+
+                    first_segment = _next_words_segment(current_segments)
+                    if first_segment is not None and _is_segment_anomaly(first_segment):
+                        gap = first_segment["start"] - time_offset
+                        if gap > threshold:
+                            seek = previous_seek + round(gap * FRAMES_PER_SECOND)
+                            continue
+
+                    hal_last_end = last_speech_timestamp
+                    for si, segment in enumerate(current_segments):
+                        if not segment["words"]:
+                            continue
+                        if _is_segment_anomaly(segment):
+                            next_segment = _next_words_segment(current_segments[si + 1 :])
+                            hal_next_start = (next_segment["words"][0]["start"] if next_segment is not None
+                                              else time_offset + segment_duration)
+                            silence_before = (segment["start"] - hal_last_end > threshold
+                                              or segment["start"] < threshold
+                                              or segment["start"] - time_offset < 2.0)
+                            silence_after = (hal_next_start - segment["end"] > threshold
+                                             or _is_segment_anomaly(next_segment)
+                                             or window_end_time - segment["end"] < 2.0)
+                            if silence_before and silence_after:
+                                seek = round(max(time_offset + 1, segment["start"]) * FRAMES_PER_SECOND)
+                                if content_duration - segment["end"] < threshold:
+                                    seek = content_frames
+                                current_segments[si:] = []
+                                break
+                        hal_last_end = segment["end"]
+
+                last_word_end = _last_word_end(current_segments)
+                if last_word_end is not None:
+                    last_speech_timestamp = last_word_end
+
+            for segment in current_segments:  # instantaneous or empty segments keep no text
+                if segment["start"] == segment["end"] or segment["text"].strip() == "":
+                    segment["text"], segment["tokens"], segment["words"] = "", [], []
+
+            all_segments.extend({"id": i, **s} for i, s in enumerate(current_segments, start=len(all_segments)))
+            all_tokens.extend(t for s in current_segments for t in s["tokens"])
+            if not a["condition_on_previous_text"] or result.temperature > 0.5:
+                prompt_reset_since = len(all_tokens)  # a high-temperature text is no prompt
+
+        return {
+            "text": special.vocab.decode(all_tokens[len(initial_prompt_tokens):]),
+            "segments": all_segments,
+            "language": language,
+        }
+
+    def decode_with_fallback(self, ctx: AudioContext) -> DecodingResult:
+        a = self.args
+        temperatures = [a["temperature"]] if isinstance(a["temperature"], (int, float)) else list(a["temperature"])
+        result = None
+        for t in temperatures:
+            kwargs = dict(self.decode_options)
+            if t > 0:  # beams and patience are for greedy search
+                kwargs.pop("beam_size", None)
+                kwargs.pop("patience", None)
+            else:  # best_of is for sampling
+                kwargs.pop("best_of", None)
+            options = DecodingOptions(**{**kwargs, "temperature": t})
+            result = DecodingTask(self.model, self.special, options).run(ctx)[0]
+
+            needs_fallback = False
+            if a["compression_ratio_threshold"] is not None and result.compression_ratio > a["compression_ratio_threshold"]:
+                needs_fallback = True  # too repetitive
+            if a["logprob_threshold"] is not None and result.avg_logprob < a["logprob_threshold"]:
+                needs_fallback = True  # too improbable
+            if (a["no_speech_threshold"] is not None and result.no_speech_prob > a["no_speech_threshold"]
+                    and a["logprob_threshold"] is not None and result.avg_logprob < a["logprob_threshold"]):
+                needs_fallback = False  # silence
+            if not needs_fallback:
+                break
+        return result
+
+    def add_words(self, segments: list[dict[str, Any]], ctx: AudioContext, num_frames: int, language: str,
+                  task: str, last_speech_timestamp: float) -> None:
+        special, model = self.special, self.model
+        sot_sequence = special.sot_sequence(language, task)
+
+        def alignment(text_tokens: list[int]):
+            sequence = [*sot_sequence, special.no_timestamps, *text_tokens, special.eot]
+            scores, probs = model.align(ctx, sequence)
+            token_probs = probs[len(sot_sequence): len(sot_sequence) + len(text_tokens)]
+            return find_alignment(scores, token_probs, text_tokens, len(sot_sequence), num_frames, special.vocab,
+                                  language, eot=special.eot)
+
+        add_word_timestamps(segments, alignment, eot=special.eot, last_speech_timestamp=last_speech_timestamp,
+                            prepend_punctuations=self.args["prepend_punctuations"],
+                            append_punctuations=self.args["append_punctuations"])
+
+
+def _last_word_end(segments: list[dict[str, Any]]) -> float | None:
+    return next((w["end"] for s in reversed(segments) for w in reversed(s["words"])),
+                segments[-1]["end"] if segments else None)
+
+
+def _word_anomaly_score(word: dict[str, Any]) -> float:
+    probability = word.get("probability", 0.0)
+    duration = word["end"] - word["start"]
+    score = 0.0
+    if probability < 0.15:
+        score += 1.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def _is_segment_anomaly(segment: dict[str, Any] | None) -> bool:
+    if segment is None or not segment["words"]:
+        return False
+    words = [w for w in segment["words"] if w["word"] not in PUNCTUATION][:8]
+    score = sum(_word_anomaly_score(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
+
+
+def _next_words_segment(segments: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((s for s in segments if s["words"]), None)

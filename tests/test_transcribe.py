@@ -1,0 +1,233 @@
+"""Long-form transcription parity: `Transcriber.transcribe` / `mxwr run` against openai-whisper's
+`transcribe()` on the same weights, fp32 CPU, every dev clip — segments, timestamps, fallback,
+beam search, word timestamps, languages, and the output files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import DEV, dev_manifest, run_cli
+
+CLIPS = [DEV / "jfk.flac"] + [DEV / row["file"] for row in dev_manifest()]
+IDS = [c.name for c in CLIPS]
+WORD_TOLERANCE = 0.02  # seconds
+
+
+def reference(model, clip, **options) -> dict:
+    import whisper
+
+    return whisper.transcribe(model, str(clip), fp16=False, verbose=None, **options)
+
+
+_REFERENCES: dict = {}
+
+
+def reference_with_attempts(model, clip, **options) -> tuple[dict, list[tuple[float, list[int]]]]:
+    """openai-whisper's result and every decode() it made: (temperature, tokens); run once per
+    model, clip and options in a test session."""
+    key = (id(model), str(clip), tuple(sorted(options.items())))
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _reference_with_attempts(model, clip, **options)
+    return _REFERENCES[key]
+
+
+def _reference_with_attempts(model, clip, **options):
+    attempts = []
+    decode = model.decode
+
+    def recording(mel, opts):
+        result = decode(mel, opts)
+        attempts.append((opts.temperature, list(result.tokens)))
+        return result
+
+    model.decode = recording
+    try:
+        return reference(model, clip, **options), attempts
+    finally:
+        del model.decode
+
+
+def ours_with_attempts(transcriber, clip, **options) -> tuple[dict, list[tuple[float, list[int]]]]:
+    from mxwr import decoding
+
+    attempts = []
+    run = decoding.DecodingTask.run
+
+    def recording(task, ctx):
+        results = run(task, ctx)
+        attempts.append((task.options.temperature, results[0].tokens))
+        return results
+
+    decoding.DecodingTask.run = recording
+    try:
+        return transcriber.transcribe(clip, **options), attempts
+    finally:
+        decoding.DecodingTask.run = run
+
+
+def assert_parity(transcriber, model, clip, words: bool = False, **options) -> None:
+    """Same segments as openai-whisper. Where openai-whisper falls back to sampling
+    (temperature > 0) its output is drawn from torch's random generator, which no other
+    program reproduces: there both must have made the same deterministic attempts, reached the
+    same fallback at the same point, and each sample must be a valid result."""
+    theirs, their_attempts = reference_with_attempts(model, clip, word_timestamps=words, **options)
+    ours, our_attempts = ours_with_attempts(transcriber, clip, word_timestamps=words, **options)
+    sampled = next((i for i, (t, _) in enumerate(their_attempts) if t > 0), None)
+    if sampled is None:
+        assert [t for t, _ in our_attempts] == [t for t, _ in their_attempts]
+        assert_same_result(ours, theirs, words=words)
+        return
+    assert our_attempts[:sampled] == their_attempts[:sampled]
+    assert our_attempts[sampled][0] == their_attempts[sampled][0]  # the same fallback, at the same window
+    assert all(s["temperature"] in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) for s in ours["segments"])
+
+
+def assert_same_result(ours: dict, theirs: dict, words: bool = False) -> None:
+    assert ours["language"] == theirs["language"]
+    assert [s["text"] for s in ours["segments"]] == [s["text"] for s in theirs["segments"]]
+    assert ours["text"] == theirs["text"]
+    for a, b in zip(ours["segments"], theirs["segments"], strict=True):
+        assert a["tokens"] == b["tokens"]
+        assert (a["id"], a["seek"], a["temperature"]) == (b["id"], b["seek"], b["temperature"])
+        assert a["start"] == pytest.approx(b["start"], abs=1e-6) and a["end"] == pytest.approx(b["end"], abs=1e-6)
+        for key in ("avg_logprob", "compression_ratio", "no_speech_prob"):
+            assert a[key] == pytest.approx(b[key], abs=1e-3), key
+        if words:
+            assert [w["word"] for w in a["words"]] == [w["word"] for w in b["words"]]
+            for wa, wb in zip(a["words"], b["words"]):
+                assert abs(wa["start"] - wb["start"]) <= WORD_TOLERANCE, (wa, wb)
+                assert abs(wa["end"] - wb["end"]) <= WORD_TOLERANCE, (wa, wb)
+                assert wa["probability"] == pytest.approx(wb["probability"], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_bundle):
+    from mxwr.transcribe import Transcriber
+
+    return Transcriber(tiny_bundle, device="cpu")
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=IDS)
+def test_transcribe_defaults_equal_openai_whisper(clip, tiny, reference_model):
+    """Greedy with temperature fallback, timestamps, conditioning on previous text."""
+    assert_parity(tiny, reference_model, clip)
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=IDS)
+def test_word_timestamps_equal_openai_whisper(clip, tiny, reference_model):
+    assert_parity(tiny, reference_model, clip, words=True)
+
+
+def test_parity_covers_real_speech(tiny, reference_model):
+    """Guards the parity tests against comparing only samples: most clips decode at T=0."""
+    deterministic = 0
+    for clip in CLIPS:
+        _, attempts = reference_with_attempts(reference_model, clip, word_timestamps=False)
+        deterministic += all(t == 0 for t, _ in attempts)
+    assert deterministic >= 6
+
+
+def test_long_clip_spans_windows_segment_by_segment(tiny, reference_model):
+    clip = DEV / "long_osr_us_000_0034_8k.wav"
+    ours = tiny.transcribe(clip)
+    assert max(s["end"] for s in ours["segments"]) > 30.0  # the second window was decoded
+    assert len({s["seek"] for s in ours["segments"]}) >= 2
+
+
+@pytest.mark.parametrize("options", [
+    dict(condition_on_previous_text=False),
+    dict(initial_prompt="Harvard sentences, read aloud."),
+    dict(initial_prompt="Harvard sentences.", carry_initial_prompt=True),
+    dict(clip_timestamps="2.5,12,20"),
+    dict(temperature=0.0, without_timestamps=True),
+    dict(word_timestamps=True, hallucination_silence_threshold=1.0),
+], ids=["no-conditioning", "initial-prompt", "carry-prompt", "clip-timestamps", "no-timestamps", "hallucination"])
+def test_transcribe_options_equal_openai_whisper(options, tiny, reference_model):
+    clip = DEV / "long_osr_us_000_0034_8k.wav"
+    ours = tiny.transcribe(clip, **options)
+    assert_same_result(ours, reference(reference_model, clip, **options), words=options.get("word_timestamps", False))
+
+
+def test_near_silence_gives_what_openai_whisper_gives(tiny, reference_model):
+    """Without sampling (one temperature) the no-speech rule decides, on both sides alike."""
+    clip = DEV / "ns_empty_pv.wav"
+    theirs = reference(reference_model, clip, temperature=0.0)
+    assert_same_result(tiny.transcribe(clip, temperature=0.0), theirs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Beam search (a bundle built with --beams 5)
+
+
+@pytest.fixture(scope="module")
+def tiny_beams(tiny_beams_bundle):
+    from mxwr.transcribe import Transcriber
+
+    return Transcriber(tiny_beams_bundle, device="cpu")
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=IDS)
+def test_beam_search_equals_openai_whisper(clip, tiny_beams, reference_model):
+    assert_parity(tiny_beams, reference_model, clip, beam_size=5, best_of=5)
+
+
+def test_beam_bundle_refuses_other_sizes(tiny_beams):
+    from mxwr.errors import MxwError
+
+    with pytest.raises(MxwError, match="--beams 3"):
+        tiny_beams.transcribe(DEV / "jfk_inaugural.wav", beam_size=3)
+
+
+def test_reorder_graph_permutes_cache_rows(tiny_beams):
+    """Cache rows follow beam_search's choice on the device: row r becomes old row src[r]."""
+    import numpy as np
+
+    model = tiny_beams.model
+    cache = model.new_cache()
+    rng = np.random.default_rng(0)
+    before = []
+    for buf in cache.buffers:
+        values = rng.standard_normal(buf.shape).astype(np.float32)
+        buf.inplace_copy_from(type(buf).from_numpy(values))
+        before.append(values)
+    source = [3, 3, 0, 4, 1]
+    model.reorder(cache, source)
+    for buf, values in zip(cache.buffers, before):
+        np.testing.assert_array_equal(buf.to_numpy(), values[source])
+
+
+# ----------------------------------------------------------------------------------------------
+# The command line and the output files
+
+
+def test_cli_writes_the_files_openai_whisper_writes(tiny_bundle, reference_model, tmp_path):
+    from whisper.utils import get_writer
+
+    clip = DEV / "jfk_inaugural.wav"
+    ours_dir, theirs_dir = tmp_path / "ours", tmp_path / "theirs"
+    run_cli("mxwr", "run", str(tiny_bundle), str(clip), "--output_dir", str(ours_dir), "--word_timestamps", "True",
+            "--max_line_width", "30", "--max_line_count", "2", check=True)
+    theirs_dir.mkdir()
+    result = reference(reference_model, clip, word_timestamps=True)
+    get_writer("all", str(theirs_dir))(result, str(clip), max_line_width=30, max_line_count=2)
+    for ext in ("txt", "vtt", "srt", "tsv"):
+        assert (ours_dir / f"jfk_inaugural.{ext}").read_bytes() == (theirs_dir / f"jfk_inaugural.{ext}").read_bytes(), ext
+    ours_json = json.loads((ours_dir / "jfk_inaugural.json").read_text())
+    theirs_json = json.loads((theirs_dir / "jfk_inaugural.json").read_text())
+    assert ours_json.keys() == theirs_json.keys()
+    assert [s.keys() for s in ours_json["segments"]] == [s.keys() for s in theirs_json["segments"]]
+    assert_same_result(ours_json, theirs_json, words=True)
+
+
+def test_cli_help_speaks_openai_whisper(tiny_bundle):
+    out = run_cli("mxwr", "run", "--help", check=True).stdout
+    for flag in ("--beam_size", "--best_of", "--temperature_increment_on_fallback", "--word_timestamps",
+                 "--condition_on_previous_text", "--initial_prompt", "--clip_timestamps", "--output_format",
+                 "--hallucination_silence_threshold", "--max_line_width"):
+        assert flag in out, flag
+    # Dashes work as well as openai-whisper's underscores.
+    proc = run_cli("mxwr", "run", str(tiny_bundle), str(DEV / "sr_english_one_two_three.wav"), "--beam-size", "None",
+                   "--output-format", "json", check=True)
+    assert json.loads(proc.stdout)["segments"]
