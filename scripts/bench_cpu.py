@@ -42,7 +42,7 @@ def main() -> None:
     options = whisper.DecodingOptions(language="en", without_timestamps=True, temperature=0, fp16=False)
 
     def ours():
-        return next(t.transcribe_arrays([audio]))
+        return next(t.decode_windows([audio]))["segments"][0]
 
     def theirs():
         mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)))

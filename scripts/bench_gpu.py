@@ -86,6 +86,11 @@ def batch_windows(clips: dict[str, np.ndarray]) -> list[np.ndarray]:
     return list(tiled.reshape(N_WINDOWS, 480_000))
 
 
+def tokens_of(result: dict) -> list[int]:
+    """A file's sampled tokens, window after window."""
+    return [t for seg in result["segments"] for t in seg["tokens"]]
+
+
 def reference_weights(bundle: str):
     """The fp16 bundle's weights (openai-whisper state dict), so every engine runs on them."""
     sys.path[:0] = [str(ROOT / "runtime"), str(ROOT / "compiler")]
@@ -121,7 +126,7 @@ def engine_mxw(args) -> dict:
     sys.path[:0] = [str(ROOT / "runtime")]
     from max import driver
 
-    from mxwr.decoding import DecodingOptions, GreedyDecoder
+    from mxwr.decoding import DecodingOptions, DecodingTask
     from mxwr.transcribe import Transcriber
 
     clips = load_clips(Path(args.clips))
@@ -132,17 +137,17 @@ def engine_mxw(args) -> dict:
     if args.fp32:
         t32 = Transcriber(args.fp32, device="gpu")
         expected = json.loads(Path(args.expected_cpu).read_text())
-        got = {name: r["tokens"] for name, r in zip(clips, t32.transcribe_arrays(list(clips.values())))}
+        got = {name: tokens_of(r) for name, r in zip(clips, t32.decode_windows(list(clips.values())))}
         out["fp32_tokens_equal_cpu"] = {name: got[name] == expected[name] for name in expected}
         del t32
 
     t = Transcriber(args.fp16, device="gpu")
     out["target"] = t.model.target.name
     jfk = clips["jfk_inaugural.wav"]
-    results = dict(zip(clips, t.transcribe_arrays(list(clips.values()))))
+    results = dict(zip(clips, t.decode_windows(list(clips.values()))))
     out["fp16_texts"] = {name: r["text"] for name, r in results.items()}
-    out["fp16_tokens"] = {name: r["tokens"] for name, r in results.items()}
-    out["e2e_s"] = median_time(lambda: next(t.transcribe_arrays([jfk])))
+    out["fp16_tokens"] = {name: tokens_of(r) for name, r in results.items()}
+    out["e2e_s"] = median_time(lambda: next(t.decode_windows([jfk])))
 
     device = t.model.device
     mel = t.mel(jfk)[None]
@@ -154,7 +159,7 @@ def engine_mxw(args) -> dict:
     out["encoder_s"] = median_time(encode)
 
     ctx = t.model.encode(mel)
-    decoder = GreedyDecoder(t.model, t.special, DecodingOptions())
+    decoder = DecodingTask(t.model, t.special, DecodingOptions(without_timestamps=True))
     cache = t.model.new_cache()
     first = t.model.prefill(ctx, cache, np.array([[50257, 50362]]), 0, decoder.suppress_first)
     token = first.token
@@ -176,9 +181,9 @@ def engine_mxw(args) -> dict:
     if args.batch_bundle:
         tb = Transcriber(args.batch_bundle, device="gpu")
         windows = batch_windows(clips)
-        list(tb.transcribe_arrays(windows[: tb.model.batch]))  # warm-up
+        list(tb.decode_windows(windows[: tb.model.batch]))  # warm-up
         start = time.perf_counter()
-        list(tb.transcribe_arrays(windows))
+        list(tb.decode_windows(windows))
         out["batch"] = tb.model.batch
         out["batch_rtfx"] = N_WINDOWS * 30.0 / (time.perf_counter() - start)
     out["peak_mem_mib"] = memory.stop()
