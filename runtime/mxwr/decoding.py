@@ -186,7 +186,7 @@ class GreedySampler:
     def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray):
         """[n_audio, n_group, T] -> candidates per audio (each ends with end-of-text)."""
         tokens = np.pad(tokens, ((0, 0), (0, 0), (0, 1)), constant_values=self.eot)
-        return [[list(seq) for seq in group] for group in tokens], sum_logprobs.tolist()
+        return [[seq.tolist() for seq in group] for group in tokens], sum_logprobs.tolist()
 
 
 class BeamSearch:
