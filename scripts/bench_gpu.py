@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -194,7 +195,7 @@ def engine_openai_whisper(args) -> dict:
     import torch
     import whisper
 
-    sys.path[:0] = [str(ROOT / "compiler")]
+    sys.path[:0] = [str(ROOT / "runtime"), str(ROOT / "compiler")]
     from mxwc.reference import openai_whisper_model
 
     clips = load_clips(Path(args.clips))
@@ -367,7 +368,7 @@ def table(results: dict[str, dict], device: str) -> str:
         rows.append(f"| {name} | {ms(r['e2e_s'])} | {ms(r['encoder_s'])} | {ms(per_token)} | {batch} | {r['peak_mem_mib']:.0f} |")
     lines = [f"Device: {device}", "", *rows, ""]
     if mxw and "error" not in mxw:
-        steps = mxw["step_s_by_position"]
+        steps = {int(p): t for p, t in mxw["step_s_by_position"].items()}  # JSON keys are strings
         lines.append("mxw decoder step (token in, token out) by position: "
                      + ", ".join(f"{p}: {s * 1e3:.3f} ms" for p, s in steps.items()))
         floor = mxw["step_kernels"] * mxw["launch_latency_s"]
@@ -406,19 +407,23 @@ def main() -> None:
         return
 
     results = {}
+    logs = Path(args.out).parent
     for engine in args.engines.split(","):
-        try:
-            proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--engine", engine],
-                                  capture_output=True, text=True, timeout=args.engine_timeout)
-        except subprocess.TimeoutExpired as e:
-            results[engine] = {"error": f"timed out after {args.engine_timeout} s"}
-            print(f"{engine} timed out:\n{(e.stderr or b'')[-3000:]}", file=sys.stderr)
-            continue
+        log = logs / f"engine-{engine}.log"  # each engine's whole stderr, for when it fails
+        with open(log, "w") as err:
+            try:
+                proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--engine", engine],
+                                      stdout=subprocess.PIPE, stderr=err, text=True, timeout=args.engine_timeout)
+            except subprocess.TimeoutExpired:
+                results[engine] = {"error": f"timed out after {args.engine_timeout} s"}
+                print(f"{engine} timed out (log: {log})", file=sys.stderr)
+                continue
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            results[engine] = {"error": tail[:300]}
-            print(f"{engine} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            lines = log.read_text().strip().splitlines()
+            errors = [l for l in lines if re.match(r"^\w*(Error|Exception)\b", l)] or lines[-1:] or ["no output"]
+            results[engine] = {"error": errors[-1][:300]}
+            print(f"{engine} failed: {errors[-1]} (log: {log})", file=sys.stderr)
         else:
             results[engine] = json.loads(line[len("RESULT "):])
     import torch
