@@ -82,9 +82,24 @@ def layer_norm(p: Params, name: str, x: TensorValue) -> TensorValue:
 def conv1d(p: Params, name: str, x: TensorValue, stride: int) -> TensorValue:
     """Kernel-3, padding-1 conv on channels-last x [B, T, C_in] -> [B, T / stride, C_out]."""
     weight = p(f"{name}.weight")  # [C_out, C_in, 3]
+    if x.device != DeviceRef.CPU():
+        return conv1d_as_matmul(weight, x, stride) + p(f"{name}.bias")
     rscf = ops.unsqueeze(ops.permute(weight, [2, 1, 0]), 0)  # [1, 3, C_in, C_out]
     y = ops.conv2d(ops.unsqueeze(x, 1), rscf, stride=(1, stride), padding=(0, 0, 1, 1))
     return ops.squeeze(y, 1) + p(f"{name}.bias")
+
+
+def conv1d_as_matmul(weight: TensorValue, x: TensorValue, stride: int) -> TensorValue:
+    """The same conv as one matmul over the three shifted copies of x (im2col): on GPUs MAX's
+    direct conv kernel is an order of magnitude slower than its matmul for these shapes."""
+    b, t, c = (int(d) for d in x.shape)
+    zeros = ops.constant(np.zeros((b, 1, c), np.float32), DType.float32, x.device).cast(x.dtype)
+    padded = ops.concat([zeros, x, zeros], axis=1)  # [B, T + 2, C_in]
+    taps = ops.concat([padded[:, k : k + t, :] for k in range(3)], axis=-1)  # [B, T, 3 C_in]
+    if stride > 1:
+        taps = ops.reshape(taps, [b, t // stride, stride, 3 * c])[:, :, 0, :]
+    kernel = ops.reshape(ops.permute(weight, [2, 1, 0]), [3 * c, int(weight.shape[0])])  # [3 C_in, C_out]
+    return taps @ kernel
 
 
 def split_heads(x: TensorValue, n_head: int) -> TensorValue:
@@ -103,6 +118,20 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     if mask is not None:
         scores = scores + mask
     return ops.cast(ops.softmax(scores), v.dtype) @ v
+
+
+def fused_attention(q: TensorValue, k: TensorValue, v: TensorValue, n_head: int) -> TensorValue:
+    """Unmasked attention of [B, T, d] projections with MAX's flash-attention kernel (GPU, 16-bit
+    types): one kernel instead of two batched matmuls and a softmax over [B, H, T, T]. The scale
+    d_head^-0.5 is openai-whisper's d_head^-0.25 on q and on k, applied once."""
+    from max.nn.attention import MHAMaskVariant
+    from max.nn.kernels import flash_attention_gpu
+
+    b, t, d = (int(s) for s in q.shape)
+    shape = [b, t, n_head, d // n_head]
+    out = flash_attention_gpu(ops.reshape(q, shape), ops.reshape(k, shape), ops.reshape(v, shape),
+                              mask_variant=MHAMaskVariant.NULL_MASK, scale=float((d // n_head) ** -0.5))
+    return ops.reshape(out, [b, t, d])
 
 
 def head_scale(dims_state: int, n_head: int) -> float:
@@ -176,13 +205,19 @@ def encoder_graph(
         x = ops.gelu(conv1d(p, "encoder.conv2", x, stride=2))
         x = x + p("encoder.positional_embedding")
         scale = head_scale(dims.n_audio_state, dims.n_audio_head)
+        fused = device != DeviceRef.CPU() and dtype in (DType.float16, DType.bfloat16)
         for i in range(dims.n_audio_layer):
             name = f"encoder.blocks.{i}"
             h = layer_norm(p, f"{name}.attn_ln", x)
-            q = split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head) * scale
-            k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head) * scale
-            v = split_heads(linear(p, f"{name}.attn.value", h), dims.n_audio_head)
-            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v)))
+            q = linear(p, f"{name}.attn.query", h)
+            k = linear(p, f"{name}.attn.key", h, bias=False)
+            v = linear(p, f"{name}.attn.value", h)
+            if fused:
+                a = fused_attention(q, k, v, dims.n_audio_head)
+            else:
+                heads = dims.n_audio_head
+                a = merge_heads(attention(split_heads(q, heads) * scale, split_heads(k, heads) * scale, split_heads(v, heads)))
+            x = x + linear(p, f"{name}.attn.out", a)
             x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
         features = layer_norm(p, "encoder.ln_post", x)
 
