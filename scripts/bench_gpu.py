@@ -208,10 +208,14 @@ def engine_openai_whisper(args) -> dict:
         result = model.decode(mel, options)
         return result
 
+    def windows(audio: np.ndarray):
+        """Every 30-second window decoded on its own, as mxw's decode_windows does."""
+        return [transcribe(audio[s : s + 480_000]) for s in range(0, max(len(audio), 1), 480_000)]
+
     out: dict = {"engine": "openai-whisper", "torch": torch.__version__}
-    results = {name: transcribe(a) for name, a in clips.items()}
-    out["fp16_texts"] = {name: r.text for name, r in results.items()}
-    out["fp16_tokens"] = {name: list(r.tokens) for name, r in results.items()}
+    results = {name: windows(a) for name, a in clips.items()}
+    out["fp16_texts"] = {name: " ".join(r.text for r in rs if r.text) for name, rs in results.items()}
+    out["fp16_tokens"] = {name: [t for r in rs for t in r.tokens] for name, rs in results.items()}
     jfk = clips["jfk_inaugural.wav"]
     out["e2e_s"] = median_time(lambda: transcribe(jfk))
     mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(jfk).cuda())).half()[None]
@@ -222,7 +226,7 @@ def engine_openai_whisper(args) -> dict:
         torch.cuda.synchronize()
 
     out["encoder_s"] = median_time(encode)
-    n_tokens = len(results["jfk_inaugural.wav"].tokens) + 1
+    n_tokens = len(out["fp16_tokens"]["jfk_inaugural.wav"]) + 1
     out["per_token_s"] = (out["e2e_s"] - out["encoder_s"]) / n_tokens
 
     windows = torch.from_numpy(np.stack(batch_windows(clips))).cuda()
@@ -312,6 +316,8 @@ def engine_transformers(args) -> dict:
 
     static = False
     try:
+        if args.hf_no_compile:
+            raise RuntimeError("torch.compile skipped (--hf-no-compile: the compiled run crashed)")
         model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=False)
         generate([clips["jfk_inaugural.wav"]], static=True)
         static = True
@@ -363,7 +369,7 @@ def table(results: dict[str, dict], device: str) -> str:
         if "error" in r or not r:
             rows.append(f"| {name} | failed: {r.get('error', 'not run')} | | | | |")
             continue
-        per_token = r.get("per_token_s") or r.get("step_s_by_position", {}).get(10)
+        per_token = r.get("per_token_s") or {int(p): t for p, t in r.get("step_s_by_position", {}).items()}.get(10)
         batch = f"{r['batch_rtfx']:.0f} (batch {r['batch']})" if "batch_rtfx" in r else "—"
         rows.append(f"| {name} | {ms(r['e2e_s'])} | {ms(r['encoder_s'])} | {ms(per_token)} | {batch} | {r['peak_mem_mib']:.0f} |")
     lines = [f"Device: {device}", "", *rows, ""]
@@ -398,6 +404,7 @@ def main() -> None:
     parser.add_argument("--engines", default="mxw,openai-whisper,transformers")
     parser.add_argument("--engine-timeout", type=int, default=240, help="seconds per engine")
     parser.add_argument("--engine", help=argparse.SUPPRESS)  # internal: run one engine, print JSON
+    parser.add_argument("--hf-no-compile", action="store_true", help="transformers without torch.compile")
     parser.add_argument("--out", default="bench_gpu.json")
     parser.add_argument("--markdown", default="bench_gpu.md")
     args = parser.parse_args()
@@ -408,11 +415,12 @@ def main() -> None:
 
     results = {}
     logs = Path(args.out).parent
-    for engine in args.engines.split(","):
+    attempts = [(e, []) for e in args.engines.split(",")]
+    for engine, extra in attempts:
         log = logs / f"engine-{engine}.log"  # each engine's whole stderr, for when it fails
         with open(log, "w") as err:
             try:
-                proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--engine", engine],
+                proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], *extra, "--engine", engine],
                                       stdout=subprocess.PIPE, stderr=err, text=True, timeout=args.engine_timeout)
             except subprocess.TimeoutExpired:
                 results[engine] = {"error": f"timed out after {args.engine_timeout} s"}
@@ -422,8 +430,10 @@ def main() -> None:
         if line is None:
             lines = log.read_text().strip().splitlines()
             errors = [l for l in lines if re.match(r"^\w*(Error|Exception)\b", l)] or lines[-1:] or ["no output"]
-            results[engine] = {"error": errors[-1][:300]}
-            print(f"{engine} failed: {errors[-1]} (log: {log})", file=sys.stderr)
+            results[engine] = {"error": f"exit code {proc.returncode}: {errors[-1][:300]}"}
+            print(f"{engine} failed: {results[engine]['error']} (log: {log})", file=sys.stderr)
+            if engine == "transformers" and not extra:  # once more, without torch.compile
+                attempts.append((engine, ["--hf-no-compile"]))
         else:
             results[engine] = json.loads(line[len("RESULT "):])
     import torch
