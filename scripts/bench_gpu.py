@@ -417,7 +417,7 @@ def main() -> None:
     logs = Path(args.out).parent
     attempts = [(e, []) for e in args.engines.split(",")]
     for engine, extra in attempts:
-        log = logs / f"engine-{engine}.log"  # each engine's whole stderr, for when it fails
+        log = logs / f"engine-{engine}{'-retry' if extra else ''}.log"  # its whole stderr
         with open(log, "w") as err:
             try:
                 proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], *extra, "--engine", engine],
