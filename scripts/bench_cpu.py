@@ -4,7 +4,8 @@
     .venv/bin/python scripts/bench_cpu.py artifacts/tiny.en.mxw [--repeats 5]
 
 jfk end-to-end latency (audio array -> text, warm, median), encoder time, and decoder time per
-token; prints a markdown table.
+token; then transcribe() of the 35 s dev clip (two windows, timestamps, fallback) with each
+engine, and, for a bundle built with --beams 5, the same with beam search; prints markdown tables.
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def main() -> None:
         print(f"| {name} | {e2e * 1e3:.0f} | {enc * 1e3:.0f} | {per * 1e3:.1f} |")
     print()
     print(f"speed-up end to end: {rows[1][1] / rows[0][1]:.2f}×")
+
+    long_clip = ROOT.parent / "shared" / "data" / "dev" / "long_osr_us_000_0034_8k.wav"
+    runs = [("transcribe() defaults", {})]
+    if t.model.group == 5:
+        runs.append(("transcribe(beam_size=5, best_of=5)", {"beam_size": 5, "best_of": 5}))
+    print()
+    print(f"| {long_clip.name} (35.5 s) | mxw (s) | openai-whisper (s) | same segments |")
+    print("|---|---|---|---|")
+    for name, options in runs:
+        ours_t = median_time(lambda: t.transcribe(long_clip, **options), max(1, args.repeats // 2), warmup=1)
+        theirs_t = median_time(lambda: whisper.transcribe(ref, str(long_clip), fp16=False, **options),
+                               max(1, args.repeats // 2), warmup=1)
+        a = [(x["start"], x["end"], x["text"]) for x in t.transcribe(long_clip, **options)["segments"]]
+        b = [(x["start"], x["end"], x["text"]) for x in whisper.transcribe(ref, str(long_clip), fp16=False, **options)["segments"]]
+        print(f"| {name} | {ours_t:.2f} | {theirs_t:.2f} | {a == b} |")
 
 
 if __name__ == "__main__":

@@ -120,20 +120,6 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     return ops.cast(ops.softmax(scores), v.dtype) @ v
 
 
-def fused_attention(q: TensorValue, k: TensorValue, v: TensorValue, n_head: int) -> TensorValue:
-    """Unmasked attention of [B, T, d] projections with MAX's flash-attention kernel (GPU, 16-bit
-    types): one kernel instead of two batched matmuls and a softmax over [B, H, T, T]. The scale
-    d_head^-0.5 is openai-whisper's d_head^-0.25 on q and on k, applied once."""
-    from max.nn.attention import MHAMaskVariant
-    from max.nn.kernels import flash_attention_gpu
-
-    b, t, d = (int(s) for s in q.shape)
-    shape = [b, t, n_head, d // n_head]
-    out = flash_attention_gpu(ops.reshape(q, shape), ops.reshape(k, shape), ops.reshape(v, shape),
-                              mask_variant=MHAMaskVariant.NULL_MASK, scale=float((d // n_head) ** -0.5))
-    return ops.reshape(out, [b, t, d])
-
-
 def head_scale(dims_state: int, n_head: int) -> float:
     return float((dims_state // n_head) ** -0.25)
 
@@ -205,19 +191,13 @@ def encoder_graph(
         x = ops.gelu(conv1d(p, "encoder.conv2", x, stride=2))
         x = x + p("encoder.positional_embedding")
         scale = head_scale(dims.n_audio_state, dims.n_audio_head)
-        fused = device != DeviceRef.CPU() and dtype in (DType.float16, DType.bfloat16)
         for i in range(dims.n_audio_layer):
             name = f"encoder.blocks.{i}"
             h = layer_norm(p, f"{name}.attn_ln", x)
-            q = linear(p, f"{name}.attn.query", h)
-            k = linear(p, f"{name}.attn.key", h, bias=False)
-            v = linear(p, f"{name}.attn.value", h)
-            if fused:
-                a = fused_attention(q, k, v, dims.n_audio_head)
-            else:
-                heads = dims.n_audio_head
-                a = merge_heads(attention(split_heads(q, heads) * scale, split_heads(k, heads) * scale, split_heads(v, heads)))
-            x = x + linear(p, f"{name}.attn.out", a)
+            q = split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head) * scale
+            k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head) * scale
+            v = split_heads(linear(p, f"{name}.attn.value", h), dims.n_audio_head)
+            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v)))
             x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
         features = layer_norm(p, "encoder.ln_post", x)
 
