@@ -140,9 +140,13 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
         args["language"] = "en"
     if args["language"] is None and not special.multilingual:
         args["language"] = "en"
-    for size in ("beam_size", "best_of"):  # openai-whisper's CLI defaults, where the bundle has no beams
-        if args[size] is not None and model.group == 1 and ctx.get_parameter_source(size).name == "DEFAULT":
+    defaults = [size for size in ("beam_size", "best_of")  # openai-whisper's CLI defaults, unservable here
+                if args[size] is not None and model.group == 1 and ctx.get_parameter_source(size).name == "DEFAULT"]
+    if defaults:
+        for size in defaults:
             args[size] = None
+        click.echo(f"mxwr: note: this bundle decodes one sequence per window, so no beam search or best-of "
+                   f"(build with mxwc build --beams 5 for openai-whisper's defaults)", err=True)
     if args["beam_size"] is None and args["patience"] is not None:
         args["patience"] = None
 
