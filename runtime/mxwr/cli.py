@@ -142,11 +142,8 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
         args["language"] = "en"
     defaults = [size for size in ("beam_size", "best_of")  # openai-whisper's CLI defaults, unservable here
                 if args[size] is not None and model.group == 1 and ctx.get_parameter_source(size).name == "DEFAULT"]
-    if defaults:
-        for size in defaults:
-            args[size] = None
-        click.echo(f"mxwr: note: this bundle decodes one sequence per window, so no beam search or best-of "
-                   f"(build with mxwc build --beams 5 for openai-whisper's defaults)", err=True)
+    for size in defaults:
+        args[size] = None
     if args["beam_size"] is None and args["patience"] is not None:
         args["patience"] = None
 
@@ -170,6 +167,9 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
             click.echo(result["text"].strip())
         else:
             click.echo(render(output_format, result, writer_options), nl=False)
+    if defaults:  # after the output, so that an error stays the only line on stderr
+        click.echo("mxwr: note: this bundle decodes one sequence per window, so no beam search or best-of "
+                   "(mxwc build --beams 5 gives openai-whisper's defaults)", err=True)
 
 
 def _results(transcriber, audio: tuple[str, ...], args: dict):
