@@ -103,7 +103,8 @@ def runtime_env() -> Path:
     if not (env / "bin" / "mxwr").exists():
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
         subprocess.run([str(env / "bin" / "pip"), "install", "-q", str(ROOT)], check=True)
-    else:  # refresh the runtime package itself: the checkout may have moved on
-        subprocess.run([str(env / "bin" / "pip"), "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)],
-                       check=True)
+    else:  # refresh the runtime package itself (the checkout may have moved on), then any new needs
+        pip = str(env / "bin" / "pip")
+        subprocess.run([pip, "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)], check=True)
+        subprocess.run([pip, "install", "-q", str(ROOT)], check=True)
     return env / "bin"

@@ -173,6 +173,16 @@ def test_beam_search_equals_openai_whisper(clip, tiny_beams, reference_model):
     assert_parity(tiny_beams, reference_model, clip, beam_size=5, best_of=5)
 
 
+def test_sampling_is_seeded(tiny_beams):
+    """best_of at temperature > 0: the same seed gives the same transcript, run after run."""
+    clip = DEV / "ns_empty_pv.wav"
+    runs = [tiny_beams.transcribe(clip, temperature=1.0, best_of=5, seed=seed, no_speech_threshold=None)
+            for seed in (7, 7, 8)]
+    assert runs[0]["segments"] and runs[0] == runs[1]
+    assert [s["temperature"] for s in runs[0]["segments"]] == [1.0] * len(runs[0]["segments"])
+    assert runs[2]["segments"] != runs[0]["segments"]  # another seed, other samples
+
+
 def test_beam_bundle_refuses_other_sizes(tiny_beams):
     from mxwr.errors import MxwError
 

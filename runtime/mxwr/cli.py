@@ -117,7 +117,7 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
         device: str, verbose: bool, **args) -> None:
     """Transcribe AUDIO file(s) with BUNDLE, as openai-whisper's `whisper` command does."""
     from .transcribe import Transcriber
-    from .writers import get_writer, render
+    from .writers import format_timestamp, get_writer, render
 
     word_options = ("highlight_words", "max_line_count", "max_line_width", "max_words_per_line")
     if not args["word_timestamps"]:
@@ -189,12 +189,6 @@ def _results(transcriber, audio: tuple[str, ...], args: dict):
 
 def model_name(transcriber) -> str:
     return str(transcriber.bundle.manifest.get("model", {}).get("name", "this"))
-
-
-def format_timestamp(seconds: float) -> str:
-    from .writers import format_timestamp as fmt
-
-    return fmt(seconds)
 
 
 @cli.command()

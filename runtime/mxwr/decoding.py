@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from .dims import N_FRAMES
 from .errors import MxwError
 from .model import AudioContext, KVCache, WhisperModel
 from .tokens import SpecialTokens

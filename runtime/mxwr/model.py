@@ -44,8 +44,6 @@ class KVCache:
     """Self-attention key/value caches, one buffer per layer for K and for V, on the device."""
 
     def __init__(self, model: "WhisperModel"):
-        from max.driver import Buffer
-
         d = model.dims
         shape = (model.rows, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
         # Zeros, not garbage: masked slots still enter the attention products (as 0 * value).

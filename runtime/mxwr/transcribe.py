@@ -12,7 +12,7 @@ batch (many files, or a long file without conditioning on previous text), for th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +68,21 @@ class Transcriber:
     ) -> dict[str, Any]:
         """openai-whisper's `transcribe()` with the same arguments and result; `decode_options`
         are `DecodingOptions` fields. The audio is streamed: memory stays bounded however long."""
+        options = dict(
+            temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
+            logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
+            condition_on_previous_text=condition_on_previous_text, initial_prompt=initial_prompt,
+            carry_initial_prompt=carry_initial_prompt, word_timestamps=word_timestamps,
+            prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
+            clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
+            decode_options=decode_options,
+        )
         stream = audio if isinstance(audio, AudioStream) else (
             AudioStream.from_array(np.asarray(audio, dtype=np.float32)) if isinstance(audio, np.ndarray)
             else open_audio(audio))
         try:
             mel = LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES)
-            return _Transcription(self, mel, locals()).run()
+            return _Transcription(self, mel, options).run()
         finally:
             if stream is not audio:
                 stream.close()
