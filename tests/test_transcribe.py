@@ -173,6 +173,11 @@ def test_beam_search_equals_openai_whisper(clip, tiny_beams, reference_model):
     assert_parity(tiny_beams, reference_model, clip, beam_size=5, best_of=5)
 
 
+@pytest.mark.parametrize("options", [dict(patience=2.0), dict(length_penalty=0.5)], ids=["patience", "length-penalty"])
+def test_beam_search_options_equal_openai_whisper(options, tiny_beams, reference_model):
+    assert_parity(tiny_beams, reference_model, DEV / "ls_tc_1089-134686-0000.wav", beam_size=5, **options)
+
+
 def test_sampling_is_seeded(tiny_beams):
     """best_of at temperature > 0: the same seed gives the same transcript, run after run."""
     clip = DEV / "ns_empty_pv.wav"
