@@ -134,11 +134,10 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
 
     transcriber = Transcriber(bundle, device=device)
     special, model = transcriber.special, transcriber.model
-    if not special.multilingual and args["language"] not in (None, "en", "English"):
-        click.echo(f"mxwr: warning: {model_name(transcriber)} is an English-only model but received "
-                   f"'{args['language']}'; using English instead", err=True)
-        args["language"] = "en"
-    if args["language"] is None and not special.multilingual:
+    if not special.multilingual:
+        if args["language"] not in (None, "en", "English"):
+            click.echo(f"mxwr: warning: {model_name(transcriber)} is an English-only model but received "
+                       f"'{args['language']}'; using English instead", err=True)
         args["language"] = "en"
     defaults = [size for size in ("beam_size", "best_of")  # openai-whisper's CLI defaults, unservable here
                 if args[size] is not None and model.group == 1 and ctx.get_parameter_source(size).name == "DEFAULT"]
@@ -155,15 +154,16 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
         writer = get_writer(output_format or "all", output_dir)
+    output_format = output_format or "txt"  # on stdout
     for path, result in zip(audio, _results(transcriber, audio, args)):
         if verbose:
             for seg in result["segments"]:
                 click.echo(f"[{format_timestamp(seg['start'])} --> {format_timestamp(seg['end'])}] {seg['text']}", err=True)
         if output_dir is not None:
             writer(result, path, writer_options)
-        elif (output_format or "txt") == "json":
+        elif output_format == "json":
             click.echo(render("json", result))
-        elif (output_format or "txt") == "txt":
+        elif output_format == "txt":
             click.echo(result["text"].strip())
         else:
             click.echo(render(output_format, result, writer_options), nl=False)

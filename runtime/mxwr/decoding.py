@@ -335,13 +335,6 @@ class DecodingTask:
             raise MxwError(f"the prompt and prefix ({len(tokens)} tokens) do not fit the bundle's max_seq")
         return tokens
 
-    # -- language ------------------------------------------------------------------------------
-
-    def detect_language(self, ctx: AudioContext) -> tuple[list[str], list[dict[str, float]]]:
-        """openai-whisper's `detect_language`: the start-of-transcript token's logits over the
-        language tokens, per window."""
-        return detect_language(self.model, self.special, ctx, self.no_suppress)
-
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, ctx: AudioContext) -> list[DecodingResult]:
@@ -352,7 +345,7 @@ class DecodingTask:
         languages = [options.language or "en"] * n_audio
         language_probs: list[dict[str, float] | None] = [None] * n_audio
         if special.multilingual and options.language is None:
-            languages, language_probs = self.detect_language(ctx)
+            languages, language_probs = detect_language(model, special, ctx)
             tokens[:, self.sot_index + 1] = [special.languages[lang] for lang in languages]
         tokens = np.repeat(tokens, g, axis=0)  # every row of a window starts alike
 
@@ -440,13 +433,14 @@ class DecodingTask:
         return tokens, sum_logprobs, self._no_speech(at_sot)
 
 
-def detect_language(model: WhisperModel, special: SpecialTokens, ctx: AudioContext,
-                    no_suppress: Any) -> tuple[list[str], list[dict[str, float]]]:
-    """Per window: the most probable language and the probabilities of all of them."""
+def detect_language(model: WhisperModel, special: SpecialTokens,
+                    ctx: AudioContext) -> tuple[list[str], list[dict[str, float]]]:
+    """openai-whisper's `detect_language`, per window: the start-of-transcript token's logits over
+    the language tokens, their most probable language and the probabilities of all of them."""
     if not special.multilingual:
         raise MxwError("this model doesn't have language tokens so it can't perform lang id")
     sot = np.full((model.rows, 1), special.sot, dtype=np.int64)
-    logits = model.prefill(ctx, model.new_cache(), sot, 0, no_suppress).logits.to_numpy()[:: model.group, 0]
+    logits = model.prefill(ctx, model.new_cache(), sot, 0, model.suppress_mask([])).logits.to_numpy()[:: model.group, 0]
     codes = list(special.languages)
     ids = np.array([special.languages[c] for c in codes])
     lang_logits = logits[:, ids].astype(np.float32)

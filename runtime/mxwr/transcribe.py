@@ -97,9 +97,11 @@ class Transcriber:
         """openai-whisper's `detect_language` on the first 30 seconds."""
         stream = open_audio(audio) if not isinstance(audio, np.ndarray) else AudioStream.from_array(audio)
         with stream:
-            mel = LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES).window(0)
-        ctx = self.encode_window(pad_or_trim_frames(mel))
-        languages, probs = detect_language(self.model, self.special, ctx, self.model.suppress_mask([]))
+            return self.language_of(LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES))
+
+    def language_of(self, mel: LogMelStream) -> tuple[str, dict[str, float]]:
+        """The language of the first window of `mel`, and the probabilities of every language."""
+        languages, probs = detect_language(self.model, self.special, self.encode_window(pad_or_trim_frames(mel.window(0))))
         return languages[0], probs[0]
 
     # -- independent windows, batched ---------------------------------------------------------------
@@ -181,9 +183,8 @@ class _Transcription:
             if not special.multilingual:
                 opts["language"] = "en"
             else:  # detected on the first 30 seconds, then fixed for every window
-                ctx = self.t.encode_window(pad_or_trim_frames(self.mel.window(0)))
-                _, probs = detect_language(model, special, ctx, model.suppress_mask([]))
-                opts["language"] = max(probs[0], key=probs[0].get)
+                _, probs = self.t.language_of(self.mel)
+                opts["language"] = max(probs, key=probs.get)
         language, task = opts["language"], opts.get("task", "transcribe")
 
         clip = a["clip_timestamps"]
