@@ -10,6 +10,8 @@ subprocess, so the peak GPU memory reported is that engine's alone (NVML, this p
 
 Figures:
 - jfk end-to-end latency (warm, median): audio array -> log-mel -> encoder -> greedy tokens -> text.
+  mxw runs its graphs as replayed device graphs (runtime/mxwr/replay.py); the same figures
+  without replay are printed too.
 - encoder time (median) and decoder time per token; for mxw also the step time at positions
   1..400 and the launch floor: kernels launched per step (MAX's launch trace) times the time to
   launch one minimal kernel (PyTorch, 1-element add, back to back, host-bound).
@@ -125,9 +127,6 @@ def launch_latency_s() -> float:
 
 def engine_mxw(args) -> dict:
     sys.path[:0] = [str(ROOT / "runtime")]
-    from max import driver
-
-    from mxwr.decoding import DecodingOptions, DecodingTask
     from mxwr.transcribe import Transcriber
 
     clips = load_clips(Path(args.clips))
@@ -159,24 +158,21 @@ def engine_mxw(args) -> dict:
 
     out["encoder_s"] = median_time(encode)
 
-    ctx = t.model.encode(mel)
-    decoder = DecodingTask(t.model, t.special, DecodingOptions(without_timestamps=True))
-    cache = t.model.new_cache()
-    first = t.model.prefill(ctx, cache, np.array([[50257, 50362]]), 0, decoder.suppress_first)
-    token = first.token
-    step_times = {}
-    for pos in (1, 10, 50, 100, 200, 300, 400):
-        def step():
-            out_ = t.model.step(ctx, cache, token, pos, decoder.suppress)
-            out_.token.to_numpy()  # what the decode loop does each step: read the token
-        step_times[pos] = median_time(step, repeats=200, warmup=10)
+    step_times, kernels = step_profile(t.model)
     out["step_s_by_position"] = step_times
-    with driver.launch_trace() as entries:
-        t.model.step(ctx, cache, token, 10, decoder.suppress).token.to_numpy()
-    kinds = [str(e.kind) for e in entries]
-    out["step_kernels"] = sum("KERNEL" in k for k in kinds)
-    out["step_copies"] = sum("MEMCPY" in k for k in kinds)
-    out["step_ops"] = [f"{e.kind.name}:{e.name}" for e in entries]
+    out["replayed_step_launches"] = kernels["launches"]
+    out["step_gpu_s"] = kernels["back_to_back_s"]
+
+    # The same bundle without device-graph replay: every kernel launched from the host.
+    eager = Transcriber(args.fp16, device="gpu", replay="off")
+    eager_results = dict(zip(clips, eager.decode_windows(list(clips.values()))))
+    out["replay_tokens_equal_eager"] = {n: tokens_of(eager_results[n]) == out["fp16_tokens"][n] for n in clips}
+    out["e2e_eager_s"] = median_time(lambda: next(eager.decode_windows([jfk])))
+    eager_steps, eager_kernels = step_profile(eager.model, positions=(10,))
+    out["step_eager_s"] = eager_steps[10]
+    out["step_kernels"] = eager_kernels["kernels"]
+    out["step_copies"] = eager_kernels["copies"]
+    out["step_ops"] = eager_kernels["ops"]
     out["launch_latency_s"] = launch_latency_s()
 
     if args.batch_bundle:
@@ -189,6 +185,47 @@ def engine_mxw(args) -> dict:
         out["batch_rtfx"] = N_WINDOWS * 30.0 / (time.perf_counter() - start)
     out["peak_mem_mib"] = memory.stop()
     return out
+
+
+def step_profile(model, positions=(1, 10, 50, 100, 200, 300, 400)) -> tuple[dict[int, float], dict]:
+    """The decoder step's time by position (token in, token read back, as the decode loop does),
+    the kernels and copies one step launches (MAX's launch trace), and the time per step when 50
+    steps run back to back with one read at the end (the GPU's own time, host hidden)."""
+    from max import driver
+
+    from mxwr.decoding import DecodingOptions, DecodingTask
+
+    mel = np.zeros((model.batch, model.dims.n_mels, 3000), np.float32)
+    ctx = model.encode(mel)
+    decoder = DecodingTask(model, _special(model), DecodingOptions(without_timestamps=True))
+    cache = model.new_cache()
+    token = model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token
+    times = {}
+    for pos in positions:
+        def step():
+            model.step(ctx, cache, token, pos, decoder.suppress).token.to_numpy()
+        times[pos] = median_time(step, repeats=200, warmup=10)
+    with driver.launch_trace() as entries:
+        model.step(ctx, cache, token, 10, decoder.suppress).token.to_numpy()
+    kinds = [str(e.kind) for e in entries]
+    profile = {"kernels": sum("KERNEL" in k for k in kinds), "copies": sum("MEMCPY" in k for k in kinds),
+               "launches": len(kinds), "ops": [f"{e.kind.name}:{e.name}" for e in entries]}
+    for pos in range(10, 60):  # recorded once, so the timed loop only replays
+        model.step(ctx, cache, token, pos, decoder.suppress)
+
+    def run_50():
+        out = None
+        for pos in range(10, 60):
+            out = model.step(ctx, cache, token if out is None else out.token, pos, decoder.suppress)
+        out.token.to_numpy()
+    profile["back_to_back_s"] = median_time(run_50, repeats=20, warmup=2) / 50
+    return times, profile
+
+
+def _special(model):
+    from mxwr.tokens import SpecialTokens
+
+    return SpecialTokens.from_bundle(model.bundle)
 
 
 def engine_openai_whisper(args) -> dict:
@@ -380,6 +417,12 @@ def table(results: dict[str, dict], device: str) -> str:
         floor = mxw["step_kernels"] * mxw["launch_latency_s"]
         lines.append(f"step(400) / step(10) = {steps[400] / steps[10]:.2f}; launch floor = {mxw['step_kernels']} kernels "
                      f"× {mxw['launch_latency_s'] * 1e6:.2f} µs = {floor * 1e3:.3f} ms; step(10) / floor = {steps[10] / floor:.2f}")
+        if "step_eager_s" in mxw:
+            eq = mxw["replay_tokens_equal_eager"]
+            lines.append(f"device-graph replay: a step is {mxw['replayed_step_launches']} launch(es); 50 steps back to back "
+                         f"{mxw['step_gpu_s'] * 1e3:.3f} ms/step. Without replay (every kernel from the host): jfk end-to-end "
+                         f"{ms(mxw['e2e_eager_s'])} ms, step(10) {ms(mxw['step_eager_s'])} ms; tokens with and without "
+                         f"replay equal on {sum(eq.values())}/{len(eq)} clips")
         if ow and "e2e_s" in ow:
             lines.append(f"speed-up, jfk end-to-end: {ow['e2e_s'] / mxw['e2e_s']:.1f}× vs openai-whisper"
                          + (f", {hf['e2e_s'] / mxw['e2e_s']:.1f}× vs transformers" if hf and "e2e_s" in hf else ""))

@@ -4,6 +4,8 @@
 the edge) and binds them to the memory-mapped weights. Decoding state stays on the device: the
 encoder's cross-attention K/V are passed back to the decoder graphs as the device buffers the
 encoder returned, and the self-attention caches are device buffers the graphs write in place.
+On GPU targets every graph but `align` runs as a replayed device graph (replay.py): one launch
+per run instead of one per kernel.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import numpy as np
 from .bundle import NUMPY_DTYPES, BundleReader
 from .dims import N_FFT, N_FRAMES, ModelDims
 from .errors import BundleError, MxwError
+from .replay import Const, Fixed, ReplayedGraph
 from .targets import Target, select_target
 
 ROLES = ("frontend", "encoder", "prefill", "step", "reorder", "align")
+REPLAYED = ("frontend", "encoder", "prefill", "step", "reorder")  # align runs once per window
+REPLAY_MODES = ("auto", "off", "emulate")
 
 
 @dataclass
@@ -38,6 +43,7 @@ class AudioContext:
     features: Any  # max.driver.Buffer [B, n_audio_ctx, d]
     cross_k: Any  # [n_layer, B, n_head, n_audio_ctx, d_head]
     cross_v: Any
+    generation: int = 0  # which encoder run made it (a replayed encoder reuses its buffers)
 
 
 class KVCache:
@@ -54,7 +60,10 @@ class KVCache:
 
 
 class WhisperModel:
-    def __init__(self, bundle: BundleReader, device: str = "auto"):
+    def __init__(self, bundle: BundleReader, device: str = "auto", replay: str = "auto"):
+        """`replay`: `auto` runs the graphs as replayed device graphs on GPU targets and directly
+        on the CPU; `off` never replays; `emulate` keeps replay's bookkeeping on any device (by
+        executing) so that CPU tests exercise the GPU path."""
         from max import engine
         from max.driver import CPU
 
@@ -110,13 +119,23 @@ class WhisperModel:
         heads = m.get("alignment_heads")
         self.alignment_heads = [tuple(h) for h in heads] if isinstance(heads, list) else None
 
+        if replay not in REPLAY_MODES:
+            raise MxwError(f"unknown replay mode {replay!r}: use {', '.join(REPLAY_MODES)}")
+        self.replaying = replay == "emulate" or (replay == "auto" and self.target.is_gpu)
+        self._replayed = {
+            role: ReplayedGraph(role, graphs[role], self.device, emulate=replay == "emulate")
+            for role in REPLAYED if self.replaying and graphs.get(role) is not None
+        }
+        self._cache: KVCache | None = None  # replaying: the one cache the recordings write
+        self._generation = 0
+
     # -- graphs ------------------------------------------------------------------------------
 
     def log_mel(self, windows: np.ndarray) -> Any:
         """windows [B, N_SAMPLES] float32 -> log-mel [B, n_mels, 3000], computed on the device by
         the front-end graph (only the reflect padding happens here)."""
         padded = np.pad(windows.astype(np.float32, copy=False), ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
-        (mel,) = self.frontend.execute(self._to_device(padded))
+        (mel,) = self._run("frontend", "frontend", [padded])
         return mel
 
     def encode(self, mel: Any) -> AudioContext:
@@ -124,9 +143,10 @@ class WhisperModel:
         left on the device."""
         if isinstance(mel, np.ndarray):
             assert mel.shape == (self.batch, self.dims.n_mels, N_FRAMES), mel.shape
-            mel = self._to_device(np.ascontiguousarray(mel, np.float32))
-        features, cross_k, cross_v = self.encoder.execute(mel)
-        return AudioContext(features, cross_k, cross_v)
+            mel = np.ascontiguousarray(mel, np.float32)
+        features, cross_k, cross_v = self._run("encoder", "encoder", [mel])
+        self._generation += 1
+        return AudioContext(features, cross_k, cross_v, self._generation)
 
     def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int,
                 suppress: Any) -> DecoderOutput:
@@ -135,22 +155,22 @@ class WhisperModel:
         padded = np.zeros((b, self.prompt_len), dtype=np.int64)
         padded[:, :t] = tokens
         positions = np.array([t - 1, sot_index], dtype=np.int64)
-        return DecoderOutput(*self.prefill_graph.execute(
-            self._to_device(padded), self._to_device(positions), suppress, *cache.buffers,
-            ctx.cross_k, ctx.cross_v,
-        ))
+        return DecoderOutput(*self._run("prefill", "prefill", [padded, positions, *self._decoder_state(ctx, cache, suppress)]))
 
     def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any) -> DecoderOutput:
         """tokens [rows] (numpy, or the device buffer a previous call returned) at `position`."""
+        from max.driver import Buffer
+
         if isinstance(tokens, np.ndarray):
-            tokens = self._to_device(np.ascontiguousarray(tokens, np.int64))
-        return DecoderOutput(*self.step_graph.execute(
-            tokens, np.array([position], np.int64), suppress, *cache.buffers, ctx.cross_k, ctx.cross_v,
-        ))
+            tokens = np.ascontiguousarray(tokens, np.int64)
+        # The position is a host input: a recording bakes it in, so each position has its own.
+        host_position = Buffer.from_numpy(np.array([position], np.int64))
+        return DecoderOutput(*self._run(
+            "step", ("step", position), [tokens, host_position, *self._decoder_state(ctx, cache, suppress)]))
 
     def reorder(self, cache: KVCache, source_rows: list[int]) -> None:
         """Row r of every cache takes row source_rows[r] (beam search), on the device."""
-        self.reorder_graph.execute(self._to_device(np.asarray(source_rows, dtype=np.int64)), *cache.buffers)
+        self._run("reorder", "reorder", [np.asarray(source_rows, dtype=np.int64), *map(self._fixed, cache.buffers)])
 
     def align(self, ctx: AudioContext, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """A whole sequence (window 0 of ctx) -> (alignment heads' cross-attention scores
@@ -172,7 +192,36 @@ class WhisperModel:
         return self._to_device(mask)
 
     def new_cache(self) -> KVCache:
-        return KVCache(self)
+        """Replaying, the recordings write one cache: every decode reuses it (stale entries are
+        never read: a decode writes each position before attending to it)."""
+        if not self.replaying:
+            return KVCache(self)
+        if self._cache is None:
+            self._cache = KVCache(self)
+        return self._cache
+
+    # -- running a graph ---------------------------------------------------------------------
+
+    def _run(self, role: str, key: Any, inputs: list[Any]) -> list[Any]:
+        """Runs a graph on inputs (numpy arrays, device buffers, `Fixed`/`Const` markers), as a
+        replayed recording under `key` or directly."""
+        replayed = self._replayed.get(role)
+        if replayed is not None:
+            return replayed(key, inputs)
+        graph = {"frontend": self.frontend, "encoder": self.encoder, "prefill": self.prefill_graph,
+                 "step": self.step_graph, "reorder": self.reorder_graph}[role]
+        plain = [v.buffer if isinstance(v, (Fixed, Const)) else v for v in inputs]
+        return graph.execute(*[self._to_device(v) if isinstance(v, np.ndarray) else v for v in plain])
+
+    def _fixed(self, buffer: Any) -> Any:
+        return Fixed(buffer) if self.replaying else buffer
+
+    def _decoder_state(self, ctx: AudioContext, cache: KVCache, suppress: Any) -> list[Any]:
+        """The decoder graphs' inputs after the tokens: suppress mask, caches, cross K/V."""
+        if self.replaying and ctx.generation != self._generation:
+            raise MxwError("internal: an AudioContext was used after the next encode replaced it")
+        return [Const(suppress) if self.replaying else suppress,
+                *map(self._fixed, cache.buffers), self._fixed(ctx.cross_k), self._fixed(ctx.cross_v)]
 
     def _to_device(self, array: np.ndarray):
         from max.driver import Buffer

@@ -34,12 +34,13 @@ PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
 
 
 class Transcriber:
-    def __init__(self, bundle: str | Path, device: str = "auto", mel_on_device: bool | None = None):
+    def __init__(self, bundle: str | Path, device: str = "auto", mel_on_device: bool | None = None,
+                 replay: str = "auto"):
         """`mel_on_device`: in `decode_windows`, compute log-mel with the bundle's front-end graph
-        (default: on GPU targets) rather than in numpy."""
+        (default: on GPU targets) rather than in numpy. `replay`: see `WhisperModel`."""
         self.bundle = BundleReader(bundle)
         self.special = SpecialTokens.from_bundle(self.bundle)
-        self.model = WhisperModel(self.bundle, device)
+        self.model = WhisperModel(self.bundle, device, replay)
         if mel_on_device is None:
             mel_on_device = self.model.target.is_gpu and self.model.frontend is not None
         if mel_on_device and self.model.frontend is None:
