@@ -98,8 +98,16 @@ def test_newer_major_version(tiny_bundle, tmp_path):
     bad = copy(tiny_bundle, tmp_path)
     with open(bad, "r+b") as f:
         f.seek(8)
-        f.write(struct.pack("<HH", 2, 0))
-    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "format 2.0", "upgrade mxwr")
+        f.write(struct.pack("<HH", 3, 0))
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "format 3.0", "upgrade mxwr")
+
+
+def test_older_major_version(tiny_bundle, tmp_path):
+    bad = copy(tiny_bundle, tmp_path)
+    with open(bad, "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<HH", 0, 9))
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "format 0.9", "rebuild the bundle")
 
 
 def test_section_offset_outside_the_file(tiny_bundle, tmp_path):

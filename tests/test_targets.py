@@ -8,6 +8,7 @@ import pytest
 from conftest import DEV, run_cli
 from mxwr.bundle import BundleReader
 from mxwr.errors import MxwError
+from mxwr.model import REPLAYED
 from mxwr.targets import select_target
 from test_bundle_errors import assert_one_line_error
 
@@ -69,7 +70,11 @@ def test_cross_compiled_bundle_describes_gpu_graphs(gpu_bundle, tiny_weights):
         assert (target["name"], target["dtype"]) == ("cuda:sm_90a", "bfloat16")
         step = target["graphs"]["step"]
         devices = {i["name"]: i["device"] for i in step["inputs"]}
-        assert devices["token"] == "gpu" and devices["position"] == "cpu" and devices["self_k.0"] == "gpu"
+        assert devices["token"] == devices["position"] == devices["self_k.0"] == "gpu"
+        # A recorded device graph cannot re-read host memory: the replayed graphs read none.
+        for role in REPLAYED:
+            if role in target["graphs"]:
+                assert {i["device"] for i in target["graphs"][role]["inputs"]} == {"gpu"}, role
         assert {i["dtype"] for i in step["inputs"] if i["name"].startswith("self_")} == {"bfloat16"}
         # bf16 weights are torch's rounding of the fp32 weights (stored as their 16-bit patterns).
         weights = reader.read_tensors("weights.bfloat16")

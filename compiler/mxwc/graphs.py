@@ -360,17 +360,18 @@ def step_graph(
     dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: DType,
     device: DeviceRef,
 ) -> Graph:
-    """Inputs: token [B] int64, position [1] int64 (host), suppress [n_vocab] f32, caches
-    (mutated in place), cross K/V.
+    """Inputs: token [B] int64, position [1] int64, suppress [n_vocab] f32, caches (mutated in
+    place), cross K/V — all on the device.
 
     Outputs logits [B, n_vocab] for the token at `position`, the greedy next token [B] and its
     log-probability [B], having written the token's keys/values into the caches at `position`.
-    Only the token (and its log-probability) need cross to the host.
+    Only the token (and its log-probability) need cross to the host. Nothing runs on the host:
+    the graph can be recorded once as a device graph and replayed at every position.
     """
     caches, cross = decoder_input_types(dims, shape, dtype, device)
     inputs = [
         TensorType(DType.int64, [shape.rows], device),
-        TensorType(DType.int64, [1], DeviceRef.CPU()),
+        TensorType(DType.int64, [1], device),
         TensorType(DType.float32, [dims.n_vocab], device),
         *caches,
         *cross,
@@ -381,23 +382,25 @@ def step_graph(
         cache: list[BufferValue] = [v.buffer for v in graph.inputs[3 : 3 + len(caches)]]
         cross_k, cross_v = (v.tensor for v in graph.inputs[3 + len(caches) :])
         L = dims.n_text_layer
-        pos = ops.reshape(position, [])
 
         # Attend to cache slots 0..position; later slots hold stale or padding entries.
-        slots = ops.range(0, shape.max_seq, 1, dtype=DType.int64, device=DeviceRef.CPU())
-        ninf = ops.constant(float("-inf"), DType.float32, DeviceRef.CPU())
-        zero = ops.constant(0.0, DType.float32, DeviceRef.CPU())
-        mask = ops.transfer_to(ops.where(slots > pos, ninf, zero), device)
+        slots = ops.range(0, shape.max_seq, 1, dtype=DType.int64, device=device)
+        ninf = ops.constant(float("-inf"), DType.float32, device)
+        zero = ops.constant(0.0, DType.float32, device)
+        mask = ops.where(slots > position, ninf, zero)
+        # The new key/value goes to slot `position` by selection, not by a slice store: a slice's
+        # bounds are host values, which a recorded device graph could not change.
+        here = ops.reshape(slots == position, [1, 1, shape.max_seq, 1])
 
         def self_attend(i: int, q, k, v):
-            index = [slice(None), slice(None), pos, slice(None)]
-            ops.buffer_store_slice(cache[i], ops.squeeze(k, 2), index)
-            ops.buffer_store_slice(cache[L + i], ops.squeeze(v, 2), index)
-            return attention(q, ops.buffer_load(cache[i]), ops.buffer_load(cache[L + i]), mask)
+            keys = ops.where(here, k, ops.buffer_load(cache[i]))
+            values = ops.where(here, v, ops.buffer_load(cache[L + i]))
+            ops.buffer_store(cache[i], keys)
+            ops.buffer_store(cache[L + i], values)
+            return attention(q, keys, values, mask)
 
         x = ops.gather(p("decoder.token_embedding.weight"), ops.unsqueeze(token, 1), axis=0)
-        where = ops.transfer_to(position, device)
-        x = x + ops.gather(p("decoder.positional_embedding"), where, axis=0)
+        x = x + ops.gather(p("decoder.positional_embedding"), position, axis=0)
         x = _decoder(p, dims, x, cross_k, cross_v, self_attend, shape.group)
         logits = _logits(p, ops.squeeze(x, 1))
         graph.output(logits, *greedy(logits, suppress))

@@ -28,8 +28,9 @@ import zstandard
 from .errors import BundleError
 
 MAGIC = b"\x89MXW\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncation at byte 1
-FORMAT_MAJOR = 1
-FORMAT_MINOR = 1  # 1.1: shape.group, reorder and align graphs, tokenizer pattern
+FORMAT_MAJOR = 2  # 2.0: the step graph takes its position on the device
+FORMAT_MINOR = 0
+READABLE_MAJORS = (1, 2)  # 1.x: the step's position is a host input (1.1: shape.group, reorder, align)
 ALIGN = 64
 HEADER = struct.Struct("<8sHHIQQ32s")  # magic, major, minor, flags, manifest offset, length, sha256
 HEADER_SIZE = 64
@@ -221,10 +222,11 @@ class BundleReader:
         magic, major, minor, _flags, offset, length, digest = HEADER.unpack_from(self._map, 0)
         if magic != MAGIC:
             raise BundleError(f"{self.path} is not an mxw bundle (bad magic bytes)")
-        if major != FORMAT_MAJOR:
+        if major not in READABLE_MAJORS:
             raise BundleError(
-                f"{self.path} has bundle format {major}.{minor}; this mxwr reads format "
-                f"{FORMAT_MAJOR}.x — {'upgrade mxwr' if major > FORMAT_MAJOR else 'rebuild the bundle'}"
+                f"{self.path} has bundle format {major}.{minor}; this mxwr reads formats "
+                f"{', '.join(f'{m}.x' for m in READABLE_MAJORS)} — "
+                f"{'upgrade mxwr' if major > FORMAT_MAJOR else 'rebuild the bundle'}"
             )
         if length > MAX_MANIFEST_BYTES or offset < HEADER_SIZE or offset + length > self.size:
             raise BundleError(

@@ -383,12 +383,14 @@ class DecodingTask:
         P = self.model.prompt_len
         out = self.model.prefill(ctx, cache, tokens[:, :P], self.sot_index if self.sot_index < P else 0,
                                  last_mask if tokens.shape[1] <= P else self.no_suppress)
-        at_sot = out.logits.to_numpy()[:, 1]
+        # Copies: a replayed graph's outputs are overwritten by its next run (and a CPU buffer's
+        # to_numpy() is a view).
+        at_sot = out.logits.to_numpy()[:, 1].copy()
         for pos in range(P, tokens.shape[1]):
             last = pos == tokens.shape[1] - 1
             out = self.model.step(ctx, cache, tokens[:, pos], pos, last_mask if last else self.no_suppress)
             if pos == self.sot_index:
-                at_sot = out.logits.to_numpy()
+                at_sot = out.logits.to_numpy().copy()
         return out, at_sot
 
     def _no_speech(self, at_sot: np.ndarray) -> np.ndarray:

@@ -119,12 +119,16 @@ class WhisperModel:
         heads = m.get("alignment_heads")
         self.alignment_heads = [tuple(h) for h in heads] if isinstance(heads, list) else None
 
+        # Format 1 step graphs read the position on the host: a device graph can't record that.
+        position_spec = (self.target.graphs["step"].get("inputs") or [{}, {}])[1]
+        self._host_position = self.target.is_gpu and position_spec.get("device") == "cpu"
         if replay not in REPLAY_MODES:
             raise MxwError(f"unknown replay mode {replay!r}: use {', '.join(REPLAY_MODES)}")
         self.replaying = replay == "emulate" or (replay == "auto" and self.target.is_gpu)
         self._replayed = {
             role: ReplayedGraph(role, graphs[role], self.device, emulate=replay == "emulate")
             for role in REPLAYED if self.replaying and graphs.get(role) is not None
+            and not (role == "step" and self._host_position)
         }
         self._cache: KVCache | None = None  # replaying: the one cache the recordings write
         self._generation = 0
@@ -163,10 +167,11 @@ class WhisperModel:
 
         if isinstance(tokens, np.ndarray):
             tokens = np.ascontiguousarray(tokens, np.int64)
-        # The position is a host input: a recording bakes it in, so each position has its own.
-        host_position = Buffer.from_numpy(np.array([position], np.int64))
+        where = np.array([position], np.int64)
+        if self._host_position:  # format 1 GPU bundles: read on the host, so never recorded
+            where = Buffer.from_numpy(where)
         return DecoderOutput(*self._run(
-            "step", ("step", position), [tokens, host_position, *self._decoder_state(ctx, cache, suppress)]))
+            "step", "step", [tokens, where, *self._decoder_state(ctx, cache, suppress)]))
 
     def reorder(self, cache: KVCache, source_rows: list[int]) -> None:
         """Row r of every cache takes row source_rows[r] (beam search), on the device."""
