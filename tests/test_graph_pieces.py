@@ -1,5 +1,6 @@
 """GPU-only graph pieces, checked on the CPU where they can run: the GPU encoder's im2col
-convolution must equal the direct convolution the CPU target uses."""
+convolution must equal the direct convolution the CPU target uses, and the GPU's tile-padded
+attention must equal plain attention."""
 
 from __future__ import annotations
 
@@ -40,3 +41,47 @@ def test_conv_as_matmul_equals_direct_conv():
     padded = np.pad(x, ((0, 0), (1, 1), (0, 0)))
     expected = sum(padded[:, k : k + 40, :] @ weights["c1.weight"][:, :, k].T for k in range(3))
     np.testing.assert_allclose(d1, expected, rtol=1e-5, atol=1e-4)
+
+
+def _reference_attention(q, k, v, mask=None):
+    scores = q @ np.swapaxes(k, -1, -2) + (0 if mask is None else mask)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    return (probs / probs.sum(-1, keepdims=True)) @ v
+
+
+def test_tile_padded_attention_equals_plain_attention():
+    """GPU targets pad heads to 128 wide and key slots to a multiple of 128 (MAX's fast batched
+    matmul needs it); here a 16-tile on the CPU runs the same code."""
+    from max.driver import CPU
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType, ops
+
+    from mxwc.graphs import attention, key_mask, pad_to, round_up, tile_of
+
+    assert tile_of(DeviceRef.CPU()) is None
+    B, H, T, S, dh, tile = 2, 3, 5, 21, 8, 16
+    device = DeviceRef.CPU()
+    types = [TensorType(DType.float32, shape, device) for shape in ([B, H, T, dh], [B, H, S, dh], [B, H, S, dh], [B, H, T, dh])]
+    causal = np.triu(np.full((T, T), -np.inf, np.float32), 1)
+    with Graph("padded_attention", input_types=types) as graph:
+        q, k, v, kt = (x.tensor for x in graph.inputs)
+        plain = attention(q, k, v)
+        padded = attention(q, k, v, tile=tile)  # k, v padded inside; their padding masked
+        # Stored already padded (the cross K/V and caches on GPUs), with an explicit key mask.
+        stored_k = pad_to(pad_to(k, -1, tile), -2, round_up(S, tile))
+        stored_v = pad_to(pad_to(v, -1, tile), -2, round_up(S, tile))
+        stored = attention(q, stored_k, stored_v, key_mask(S, round_up(S, tile), device), tile)
+        # Causal self-attention over T keys, the mask spanning the padded key slots.
+        mask = ops.constant(np.pad(causal, ((0, 0), (0, tile - T)), constant_values=-np.inf), DType.float32, device)
+        self_padded = attention(q, kt, kt, mask, tile)
+        graph.output(plain, padded, stored, self_padded)
+    model = InferenceSession(devices=[CPU()]).load(graph)
+    rng = np.random.default_rng(1)
+    q, k, v, kt = (rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types)
+    plain, padded, stored, self_padded = (o.to_numpy() for o in model.execute(q, k, v, kt))
+    assert padded.shape == stored.shape == plain.shape == (B, H, T, dh)
+    np.testing.assert_allclose(plain, _reference_attention(q, k, v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stored, plain, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(self_padded, _reference_attention(q, kt, kt, causal), rtol=1e-5, atol=1e-5)

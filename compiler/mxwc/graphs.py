@@ -30,6 +30,7 @@ from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, Ten
 from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, ModelDims
 
 LN_EPS = 1e-5
+MATMUL_TILE = 128  # see `attention`
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,61 @@ def merge_heads(x: TensorValue) -> TensorValue:
     return ops.reshape(ops.permute(x, [0, 2, 1, 3]), [b, t, int(h) * int(dh)])
 
 
-def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None):
-    """Softmax(q k^T + mask) v over [B, H, T, dh] heads; q and k arrive pre-scaled."""
+def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None,
+              tile: int | None = None):
+    """Softmax(q k^T + mask) v over [B, H, T, dh] heads; q and k arrive pre-scaled.
+
+    With `tile` (GPU targets) the operands are zero-padded to [.., round_up(S), round_up(dh)]
+    first (k and v may arrive padded): MAX's batched matmul on NVIDIA runs its tiled kernel only
+    when N is a multiple of 128 and K >= 128, and every whisper head is 64 wide, so unpadded
+    attention falls to a naive kernel ~50x slower. Zero columns add nothing to q k^T; padded
+    key slots are masked (a given mask must already span them); the result is sliced back.
+    """
+    if tile is not None:
+        dh, keys = int(q.shape[-1]), int(k.shape[-2])
+        width, slots = round_up(int(k.shape[-1]), tile), round_up(keys, tile)
+        q, k, v = pad_to(q, -1, width), pad_to(pad_to(k, -1, width), -2, slots), pad_to(pad_to(v, -1, width), -2, slots)
+        if mask is None and slots > keys:
+            mask = key_mask(keys, slots, q.device)
     scores = ops.cast(q @ ops.transpose(k, -1, -2), DType.float32)
     if mask is not None:
         scores = scores + mask
-    return ops.cast(ops.softmax(scores), v.dtype) @ v
+    out = ops.cast(ops.softmax(scores), v.dtype) @ v
+    return out if tile is None else out[..., :dh]
+
+
+def causal_mask(n: int, device: DeviceRef) -> TensorValue:
+    """[n, keys] f32: query t sees keys 0..t; keys spans n, padded to the tile on GPUs."""
+    tile = tile_of(device)
+    keys = n if tile is None else round_up(n, tile)
+    return ops.constant(np.triu(np.full((n, keys), -np.inf, dtype=np.float32), 1), DType.float32, device)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def tile_of(device: DeviceRef) -> int | None:
+    """The padding granularity of attention operands: none on CPU (see `attention`)."""
+    return None if device == DeviceRef.CPU() else MATMUL_TILE
+
+
+def pad_to(x: TensorValue, axis: int, size: int) -> TensorValue:
+    """x with zeros appended along `axis` up to `size`."""
+    n = int(x.shape[axis])
+    if n == size:
+        return x
+    shape = [int(d) for d in x.shape]
+    shape[axis] = size - n
+    zeros = ops.broadcast_to(ops.constant(0.0, x.dtype, x.device), shape)
+    return ops.concat([x, zeros], axis=axis)
+
+
+def key_mask(keys: int, slots: int, device: DeviceRef) -> TensorValue:
+    """[slots] f32: 0 for the first `keys` key slots, -inf for the padding after them."""
+    mask = np.zeros(slots, np.float32)
+    mask[keys:] = -np.inf
+    return ops.constant(mask, DType.float32, device)
 
 
 def head_scale(dims_state: int, n_head: int) -> float:
@@ -197,7 +247,7 @@ def encoder_graph(
             q = split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head) * scale
             k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head) * scale
             v = split_heads(linear(p, f"{name}.attn.value", h), dims.n_audio_head)
-            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v)))
+            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v, tile=tile_of(device))))
             x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
         features = layer_norm(p, "encoder.ln_post", x)
 
@@ -207,8 +257,8 @@ def encoder_graph(
         for i in range(dims.n_text_layer):
             name = f"decoder.blocks.{i}.cross_attn"
             k = linear(p, f"{name}.key", features, bias=False)
-            cross_k.append(split_heads(k, dims.n_text_head) * text_scale)
-            cross_v.append(split_heads(linear(p, f"{name}.value", features), dims.n_text_head))
+            cross_k.append(_cross_layout(split_heads(k, dims.n_text_head) * text_scale, device))
+            cross_v.append(_cross_layout(split_heads(linear(p, f"{name}.value", features), dims.n_text_head), device))
         graph.output(
             ops.cast(features, DType.float32), ops.stack(cross_k, 0), ops.stack(cross_v, 0)
         )
@@ -221,17 +271,29 @@ def encoder_graph(
 
 def _cache_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> BufferType:
     d_head = dims.n_text_state // dims.n_text_head
-    return BufferType(dtype, [shape.rows, dims.n_text_head, shape.max_seq, d_head], device)
+    slots, width = _tiled(shape.max_seq, d_head, device)
+    return BufferType(dtype, [shape.rows, dims.n_text_head, slots, width], device)
 
 
 def _cross_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> TensorType:
     d_head = dims.n_text_state // dims.n_text_head
-    return TensorType(
-        dtype, [dims.n_text_layer, shape.batch, dims.n_text_head, dims.n_audio_ctx, d_head], device
-    )
+    slots, width = _tiled(dims.n_audio_ctx, d_head, device)
+    return TensorType(dtype, [dims.n_text_layer, shape.batch, dims.n_text_head, slots, width], device)
 
 
-def cross_attention(group: int):
+def _tiled(slots: int, width: int, device: DeviceRef) -> tuple[int, int]:
+    """Key/value slots and head width as stored: padded to the matmul tile on GPUs (`attention`)."""
+    tile = tile_of(device)
+    return (slots, width) if tile is None else (round_up(slots, tile), round_up(width, tile))
+
+
+def _cross_layout(x: TensorValue, device: DeviceRef) -> TensorValue:
+    """One layer's cross K or V [B, H, n_audio_ctx, dh] as stored (padded on GPUs)."""
+    slots, width = _tiled(int(x.shape[-2]), int(x.shape[-1]), device)
+    return pad_to(pad_to(x, -1, width), -2, slots)
+
+
+def cross_attention(group: int, n_audio_ctx: int):
     """Attention of the decoder's queries [B*G, H, T, dh] over one window's cross K/V [B, H, S, dh].
 
     The G sequences of a window share its audio: their queries are folded into the query
@@ -239,8 +301,11 @@ def cross_attention(group: int):
     """
 
     def attend(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
+        tile = tile_of(q.device)
+        # Stored cross K/V may be padded (GPU): their padding slots are masked out.
+        mask = None if tile is None else key_mask(n_audio_ctx, int(k.shape[-2]), q.device)
         if group == 1:
-            return attention(q, k, v)
+            return attention(q, k, v, mask, tile)
         rows, h, t, dh = (int(d) for d in q.shape)
         b = rows // group
         folded = ops.reshape(ops.permute(ops.reshape(q, [b, group, h, t, dh]), [0, 2, 1, 3, 4]), [b, h, group * t, dh])
@@ -249,7 +314,7 @@ def cross_attention(group: int):
             last = int(x.shape[-1])
             return ops.reshape(ops.permute(ops.reshape(x, [b, h, group, t, last]), [0, 2, 1, 3, 4]), [rows, h, t, last])
 
-        return unfold(attention(folded, k, v))
+        return unfold(attention(folded, k, v, mask, tile))
 
     return attend
 
@@ -265,7 +330,7 @@ def _decoder(
     """
     n_head = dims.n_text_head
     scale = head_scale(dims.n_text_state, n_head)
-    cross = cross_attention(group)
+    cross = cross_attention(group, dims.n_audio_ctx)
     for i in range(dims.n_text_layer):
         name = f"decoder.blocks.{i}"
         h = layer_norm(p, f"{name}.attn_ln", x)
@@ -276,7 +341,9 @@ def _decoder(
         h = layer_norm(p, f"{name}.cross_attn_ln", x)
         q = split_heads(linear(p, f"{name}.cross_attn.query", h), n_head) * scale
         if scores is not None:
-            scores[i] = q @ ops.transpose(cross_k[i], -1, -2)
+            keys = cross_k[i]
+            qk = pad_to(q, -1, int(keys.shape[-1])) @ ops.transpose(keys, -1, -2)
+            scores[i] = qk if int(keys.shape[-2]) == dims.n_audio_ctx else qk[..., : dims.n_audio_ctx]
         x = x + linear(p, f"{name}.cross_attn.out", merge_heads(cross(q, cross_k[i], cross_v[i])))
         x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
     return layer_norm(p, "decoder.ln", x)
@@ -340,13 +407,14 @@ def prefill_graph(
         cross_k, cross_v = (v.tensor for v in graph.inputs[3 + len(caches) :])
         L = dims.n_text_layer
 
-        causal = np.triu(np.full((P, P), -np.inf, dtype=np.float32), 1)
-        mask = ops.constant(causal, DType.float32, device)
+        tile = tile_of(device)
+        mask = causal_mask(P, device)
+        width = int(caches[0].shape[-1])
 
         def self_attend(i: int, q, k, v):
-            ops.buffer_store_slice(cache[i], k, [slice(None), slice(None), slice(0, P), slice(None)])
-            ops.buffer_store_slice(cache[L + i], v, [slice(None), slice(None), slice(0, P), slice(None)])
-            return attention(q, k, v, mask)
+            for buffer, x in ((cache[i], k), (cache[L + i], v)):
+                ops.buffer_store_slice(buffer, pad_to(x, -1, width), [slice(None), slice(None), slice(0, P), slice(None)])
+            return attention(q, k, v, mask, tile)
 
         x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
         positions = ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, P), slice(None)])
@@ -384,20 +452,21 @@ def step_graph(
         L = dims.n_text_layer
 
         # Attend to cache slots 0..position; later slots hold stale or padding entries.
-        slots = ops.range(0, shape.max_seq, 1, dtype=DType.int64, device=device)
+        n_slots, width = (int(d) for d in caches[0].shape[-2:])
+        slots = ops.range(0, n_slots, 1, dtype=DType.int64, device=device)
         ninf = ops.constant(float("-inf"), DType.float32, device)
         zero = ops.constant(0.0, DType.float32, device)
         mask = ops.where(slots > position, ninf, zero)
         # The new key/value goes to slot `position` by selection, not by a slice store: a slice's
         # bounds are host values, which a recorded device graph could not change.
-        here = ops.reshape(slots == position, [1, 1, shape.max_seq, 1])
+        here = ops.reshape(slots == position, [1, 1, n_slots, 1])
 
         def self_attend(i: int, q, k, v):
-            keys = ops.where(here, k, ops.buffer_load(cache[i]))
-            values = ops.where(here, v, ops.buffer_load(cache[L + i]))
+            keys = ops.where(here, pad_to(k, -1, width), ops.buffer_load(cache[i]))
+            values = ops.where(here, pad_to(v, -1, width), ops.buffer_load(cache[L + i]))
             ops.buffer_store(cache[i], keys)
             ops.buffer_store(cache[L + i], values)
-            return attention(q, keys, values, mask)
+            return attention(q, keys, values, mask, tile_of(device))
 
         x = ops.gather(p("decoder.token_embedding.weight"), ops.unsqueeze(token, 1), axis=0)
         x = x + ops.gather(p("decoder.positional_embedding"), position, axis=0)
@@ -444,11 +513,12 @@ def align_graph(
     with Graph("align", input_types=inputs) as graph:
         p = Params(shapes, dtype, device)
         tokens, cross_k, cross_v = (v.tensor for v in graph.inputs)
-        mask = ops.constant(np.triu(np.full((S, S), -np.inf, dtype=np.float32), 1), DType.float32, device)
+        mask = causal_mask(S, device)
         x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
         x = x + ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, S), slice(None)])
         scores: dict[int, TensorValue] = {}
-        x = _decoder(p, dims, x, cross_k, cross_v, lambda i, q, k, v: attention(q, k, v, mask), scores=scores)
+        attend = lambda i, q, k, v: attention(q, k, v, mask, tile_of(device))  # noqa: E731
+        x = _decoder(p, dims, x, cross_k, cross_v, attend, scores=scores)
         qk = ops.stack([scores[layer][:, head, :, :] for layer, head in heads], axis=1)
 
         logits = _logits(p, x)[:, :, :eot]  # [B, S, eot]

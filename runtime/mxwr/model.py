@@ -52,6 +52,10 @@ class KVCache:
     def __init__(self, model: "WhisperModel"):
         d = model.dims
         shape = (model.rows, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
+        # GPU targets store them padded to the matmul tile: the step graph's inputs say how.
+        specs = {i.get("name"): i for i in model.target.graphs["step"].get("inputs", [])}
+        if "self_k.0" in specs:
+            shape = tuple(specs["self_k.0"]["shape"])
         # Zeros, not garbage: masked slots still enter the attention products (as 0 * value).
         self.buffers = [
             _device_array(np.zeros(shape, dtype=NUMPY_DTYPES[model.target.dtype]), model.target.dtype, model.device)
@@ -225,8 +229,11 @@ class WhisperModel:
         """The decoder graphs' inputs after the tokens: suppress mask, caches, cross K/V."""
         if self.replaying and ctx.generation != self._generation:
             raise MxwError("internal: an AudioContext was used after the next encode replaced it")
-        return [Const(suppress) if self.replaying else suppress,
-                *map(self._fixed, cache.buffers), self._fixed(ctx.cross_k), self._fixed(ctx.cross_v)]
+        # A replayed encoder writes the same buffers every run: read where they are.
+        cross = [ctx.cross_k, ctx.cross_v]
+        if "encoder" in self._replayed:
+            cross = [Fixed(b) for b in cross]
+        return [Const(suppress) if self.replaying else suppress, *map(self._fixed, cache.buffers), *cross]
 
     def _to_device(self, array: np.ndarray):
         from max.driver import Buffer

@@ -20,7 +20,8 @@ tests on CPU drive every copy and identity rule of the GPU path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -46,7 +47,10 @@ class EmulatedCapture:
         self.outputs: dict[int, list[Any]] = {}
 
     def capture(self, key: int, *inputs: Any) -> list[Any]:
+        # A real capture records launches without running them: its outputs hold nothing yet.
         self.outputs[key] = list(self.model.execute(*inputs))
+        for out in self.outputs[key]:
+            out.to_numpy().fill(0)
         return self.outputs[key]
 
     def replay(self, key: int, *inputs: Any) -> None:
@@ -64,12 +68,17 @@ def copy(dst: Any, src: Any, emulated: bool = False) -> None:
         dst.inplace_copy_from(src)
 
 
+# Device-graph keys, unique in the process: nothing says MAX scopes them to one model.
+_GRAPH_KEYS = itertools.count(1)
+
+
 @dataclass
 class _Recording:
     graph_key: int
     inputs: list[Any]  # the buffers the recording reads
     sources: list[Any]  # per input: the Const last copied in (None otherwise)
     outputs: list[Any]
+    staged: list[Any] = field(default_factory=list)  # this run's copy sources, kept alive until the next
 
 
 class ReplayedGraph:
@@ -85,6 +94,7 @@ class ReplayedGraph:
         rec = self.recordings.get(key)
         if rec is None:
             return self._record(key, inputs)
+        rec.staged = []
         for i, given in enumerate(inputs):
             held = rec.inputs[i]
             if isinstance(given, Fixed):
@@ -95,7 +105,8 @@ class ReplayedGraph:
                     copy(held, given.buffer, self.emulated)
                     rec.sources[i] = given.buffer
             else:
-                copy(held, self._buffer(given), self.emulated)
+                rec.staged.append(self._buffer(given))
+                copy(held, rec.staged[-1], self.emulated)
         self.backend.replay(rec.graph_key, *rec.inputs)
         return rec.outputs
 
@@ -111,8 +122,9 @@ class ReplayedGraph:
                 own = source.copy() if not self.emulated else _copy_of(source)
                 held.append(own)
                 sources.append(given.buffer if isinstance(given, Const) else None)
-        graph_key = len(self.recordings) + 1
+        graph_key = next(_GRAPH_KEYS)
         outputs = list(self.backend.capture(graph_key, *held))
+        self.backend.replay(graph_key, *held)  # capturing records the launches; this runs them
         self.recordings[key] = _Recording(graph_key, held, sources, outputs)
         return outputs
 
