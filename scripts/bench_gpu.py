@@ -174,6 +174,7 @@ def engine_mxw(args) -> dict:
     out["step_copies"] = eager_kernels["copies"]
     out["step_ops"] = eager_kernels["ops"]
     out["launch_latency_s"] = launch_latency_s()
+    out["kernel_profile"] = kernel_profile(eager.model)
 
     if args.batch_bundle:
         tb = Transcriber(args.batch_bundle, device="gpu")
@@ -220,6 +221,47 @@ def step_profile(model, positions=(1, 10, 50, 100, 200, 300, 400)) -> tuple[dict
         out.token.to_numpy()
     profile["back_to_back_s"] = median_time(run_50, repeats=20, warmup=2) / 50
     return times, profile
+
+
+def kernel_profile(model, runs: int = 20) -> dict:
+    """GPU time of one decoder step and one encoder run as the sum of their kernels' durations
+    (CUPTI, through torch.profiler, which records every kernel of the process), and the kernels
+    that take most of it."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from mxwr.decoding import DecodingOptions, DecodingTask
+
+    torch.zeros(1, device="cuda")
+    mel = np.zeros((model.batch, model.dims.n_mels, 3000), np.float32)
+    ctx = model.encode(mel)
+    decoder = DecodingTask(model, _special(model), DecodingOptions(without_timestamps=True))
+    cache = model.new_cache()
+    token = model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token
+
+    def step():
+        model.step(ctx, cache, token, 10, decoder.suppress).token.to_numpy()
+
+    def encode():
+        model.encode(mel)
+        model.device.synchronize()
+
+    result = {}
+    for name, run in (("step", step), ("encoder", encode)):
+        run()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                run()
+        kernels: dict[str, list[float]] = {}
+        for e in prof.events():
+            if e.device_type.name == "CUDA":
+                kernels.setdefault(e.name[:80], []).append(e.device_time)  # µs
+        total = sum(sum(t) for t in kernels.values()) / runs
+        top = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:5]
+        result[name] = {"gpu_us": total, "kernels": sum(len(t) for t in kernels.values()) / runs,
+                        "top": [(k, sum(t) / runs, len(t) / runs) for k, t in top]}
+        ctx = model.encode(mel)  # the profiled encodes replaced the context
+    return result
 
 
 def _special(model):
@@ -423,6 +465,10 @@ def table(results: dict[str, dict], device: str) -> str:
                          f"{mxw['step_gpu_s'] * 1e3:.3f} ms/step. Without replay (every kernel from the host): jfk end-to-end "
                          f"{ms(mxw['e2e_eager_s'])} ms, step(10) {ms(mxw['step_eager_s'])} ms; tokens with and without "
                          f"replay equal on {sum(eq.values())}/{len(eq)} clips")
+        for name, prof in mxw.get("kernel_profile", {}).items():
+            top = "; ".join(f"{k} {us:.1f} µs ({n:g}×)" for k, us, n in prof["top"])
+            lines.append(f"GPU time of one {name} run (sum of its {prof['kernels']:.0f} kernels' durations, CUPTI "
+                         f"via torch.profiler): {prof['gpu_us']:.1f} µs; most: {top}")
         if ow and "e2e_s" in ow:
             lines.append(f"speed-up, jfk end-to-end: {ow['e2e_s'] / mxw['e2e_s']:.1f}× vs openai-whisper"
                          + (f", {hf['e2e_s'] / mxw['e2e_s']:.1f}× vs transformers" if hf and "e2e_s" in hf else ""))

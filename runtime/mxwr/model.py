@@ -135,6 +135,7 @@ class WhisperModel:
             and not (role == "step" and self._host_position)
         }
         self._cache: KVCache | None = None  # replaying: the one cache the recordings write
+        self._masks: dict[frozenset[int], Any] = {}
         self._generation = 0
 
     # -- graphs ------------------------------------------------------------------------------
@@ -195,10 +196,14 @@ class WhisperModel:
         return scores.to_numpy()[0, :, :n], probs.to_numpy()[0, :n]
 
     def suppress_mask(self, token_ids: Any) -> Any:
-        """A device vector [V]: -inf at `token_ids`, 0 elsewhere (added to the logits)."""
-        mask = np.zeros(self.dims.n_vocab, dtype=np.float32)
-        mask[np.asarray(list(token_ids), dtype=np.int64)] = -np.inf
-        return self._to_device(mask)
+        """A device vector [V]: -inf at `token_ids`, 0 elsewhere (added to the logits). Made once
+        per set of ids: the same buffer each time, so a recording never copies it in again."""
+        key = frozenset(int(t) for t in token_ids)
+        if key not in self._masks:
+            mask = np.zeros(self.dims.n_vocab, dtype=np.float32)
+            mask[np.asarray(sorted(key), dtype=np.int64)] = -np.inf
+            self._masks[key] = self._to_device(mask)
+        return self._masks[key]
 
     def new_cache(self) -> KVCache:
         """Replaying, the recordings write one cache: every decode reuses it (stale entries are
