@@ -59,7 +59,8 @@ def test_tile_padded_attention_equals_plain_attention():
 
     from mxwc.graphs import attention, key_mask, pad_to, round_up, tile_of
 
-    assert tile_of(DeviceRef.CPU()) is None
+    assert tile_of(DType.float16, DeviceRef.CPU()) is tile_of(DType.float32, DeviceRef.GPU(0)) is None
+    assert tile_of(DType.bfloat16, DeviceRef.GPU(0)) == tile_of(DType.float16, DeviceRef.GPU(0)) == 128
     B, H, T, S, dh, tile = 2, 3, 5, 21, 8, 16
     device = DeviceRef.CPU()
     types = [TensorType(DType.float32, shape, device) for shape in ([B, H, T, dh], [B, H, S, dh], [B, H, S, dh], [B, H, T, dh])]

@@ -136,9 +136,9 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     return out if tile is None else out[..., :dh]
 
 
-def causal_mask(n: int, device: DeviceRef) -> TensorValue:
+def causal_mask(n: int, dtype: DType, device: DeviceRef) -> TensorValue:
     """[n, keys] f32: query t sees keys 0..t; keys spans n, padded to the tile on GPUs."""
-    tile = tile_of(device)
+    tile = tile_of(dtype, device)
     keys = n if tile is None else round_up(n, tile)
     return ops.constant(np.triu(np.full((n, keys), -np.inf, dtype=np.float32), 1), DType.float32, device)
 
@@ -147,9 +147,11 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def tile_of(device: DeviceRef) -> int | None:
-    """The padding granularity of attention operands: none on CPU (see `attention`)."""
-    return None if device == DeviceRef.CPU() else MATMUL_TILE
+def tile_of(dtype: DType, device: DeviceRef) -> int | None:
+    """The padding granularity of attention operands (see `attention`): none on CPU, and none
+    for float32 on GPUs, whose tiled kernel would run it on TF32 tensor cores and lose the
+    float32 target's token-for-token agreement with the CPU."""
+    return None if device == DeviceRef.CPU() or dtype == DType.float32 else MATMUL_TILE
 
 
 def pad_to(x: TensorValue, axis: int, size: int) -> TensorValue:
@@ -247,7 +249,7 @@ def encoder_graph(
             q = split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head) * scale
             k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head) * scale
             v = split_heads(linear(p, f"{name}.attn.value", h), dims.n_audio_head)
-            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v, tile=tile_of(device))))
+            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v, tile=tile_of(dtype, device))))
             x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
         features = layer_norm(p, "encoder.ln_post", x)
 
@@ -257,8 +259,8 @@ def encoder_graph(
         for i in range(dims.n_text_layer):
             name = f"decoder.blocks.{i}.cross_attn"
             k = linear(p, f"{name}.key", features, bias=False)
-            cross_k.append(_cross_layout(split_heads(k, dims.n_text_head) * text_scale, device))
-            cross_v.append(_cross_layout(split_heads(linear(p, f"{name}.value", features), dims.n_text_head), device))
+            cross_k.append(_cross_layout(split_heads(k, dims.n_text_head) * text_scale))
+            cross_v.append(_cross_layout(split_heads(linear(p, f"{name}.value", features), dims.n_text_head)))
         graph.output(
             ops.cast(features, DType.float32), ops.stack(cross_k, 0), ops.stack(cross_v, 0)
         )
@@ -271,25 +273,25 @@ def encoder_graph(
 
 def _cache_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> BufferType:
     d_head = dims.n_text_state // dims.n_text_head
-    slots, width = _tiled(shape.max_seq, d_head, device)
+    slots, width = _tiled(shape.max_seq, d_head, dtype, device)
     return BufferType(dtype, [shape.rows, dims.n_text_head, slots, width], device)
 
 
 def _cross_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> TensorType:
     d_head = dims.n_text_state // dims.n_text_head
-    slots, width = _tiled(dims.n_audio_ctx, d_head, device)
+    slots, width = _tiled(dims.n_audio_ctx, d_head, dtype, device)
     return TensorType(dtype, [dims.n_text_layer, shape.batch, dims.n_text_head, slots, width], device)
 
 
-def _tiled(slots: int, width: int, device: DeviceRef) -> tuple[int, int]:
+def _tiled(slots: int, width: int, dtype: DType, device: DeviceRef) -> tuple[int, int]:
     """Key/value slots and head width as stored: padded to the matmul tile on GPUs (`attention`)."""
-    tile = tile_of(device)
+    tile = tile_of(dtype, device)
     return (slots, width) if tile is None else (round_up(slots, tile), round_up(width, tile))
 
 
-def _cross_layout(x: TensorValue, device: DeviceRef) -> TensorValue:
+def _cross_layout(x: TensorValue) -> TensorValue:
     """One layer's cross K or V [B, H, n_audio_ctx, dh] as stored (padded on GPUs)."""
-    slots, width = _tiled(int(x.shape[-2]), int(x.shape[-1]), device)
+    slots, width = _tiled(int(x.shape[-2]), int(x.shape[-1]), x.dtype, x.device)
     return pad_to(pad_to(x, -1, width), -2, slots)
 
 
@@ -301,7 +303,7 @@ def cross_attention(group: int, n_audio_ctx: int):
     """
 
     def attend(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
-        tile = tile_of(q.device)
+        tile = tile_of(q.dtype, q.device)
         # Stored cross K/V may be padded (GPU): their padding slots are masked out.
         mask = None if tile is None else key_mask(n_audio_ctx, int(k.shape[-2]), q.device)
         if group == 1:
@@ -407,8 +409,8 @@ def prefill_graph(
         cross_k, cross_v = (v.tensor for v in graph.inputs[3 + len(caches) :])
         L = dims.n_text_layer
 
-        tile = tile_of(device)
-        mask = causal_mask(P, device)
+        tile = tile_of(dtype, device)
+        mask = causal_mask(P, dtype, device)
         width = int(caches[0].shape[-1])
 
         def self_attend(i: int, q, k, v):
@@ -466,7 +468,7 @@ def step_graph(
             values = ops.where(here, pad_to(v, -1, width), ops.buffer_load(cache[L + i]))
             ops.buffer_store(cache[i], keys)
             ops.buffer_store(cache[L + i], values)
-            return attention(q, keys, values, mask, tile_of(device))
+            return attention(q, keys, values, mask, tile_of(dtype, device))
 
         x = ops.gather(p("decoder.token_embedding.weight"), ops.unsqueeze(token, 1), axis=0)
         x = x + ops.gather(p("decoder.positional_embedding"), position, axis=0)
@@ -513,11 +515,11 @@ def align_graph(
     with Graph("align", input_types=inputs) as graph:
         p = Params(shapes, dtype, device)
         tokens, cross_k, cross_v = (v.tensor for v in graph.inputs)
-        mask = causal_mask(S, device)
+        mask = causal_mask(S, dtype, device)
         x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
         x = x + ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, S), slice(None)])
         scores: dict[int, TensorValue] = {}
-        attend = lambda i, q, k, v: attention(q, k, v, mask, tile_of(device))  # noqa: E731
+        attend = lambda i, q, k, v: attention(q, k, v, mask, tile_of(dtype, device))  # noqa: E731
         x = _decoder(p, dims, x, cross_k, cross_v, attend, scores=scores)
         qk = ops.stack([scores[layer][:, head, :, :] for layer, head in heads], axis=1)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import gpu_memory
 from .bundle import NUMPY_DTYPES, BundleReader
 from .dims import N_FFT, N_FRAMES, ModelDims
 from .errors import BundleError, MxwError
@@ -81,6 +82,8 @@ class WhisperModel:
         self.rows = self.batch * self.group  # the decoder graphs' batch
         if self.max_seq > self.dims.n_text_ctx:
             raise BundleError(f"bundle max_seq {self.max_seq} exceeds n_text_ctx {self.dims.n_text_ctx}")
+        if device != "cpu":  # before MAX opens a GPU: it sizes its graph memory pool then
+            gpu_memory.reserve_for(m, lambda name: bundle.section(name)["length"] if bundle.has_section(name) else 0)
         self.target: Target = select_target(m.get("targets"), device)
         if self.target.dtype not in ("float32", "float16", "bfloat16"):
             raise BundleError(f"bundle target {self.target.name} has unknown dtype {self.target.dtype}")

@@ -1,0 +1,58 @@
+"""Sizing the memory pool MAX records device graphs into.
+
+MAX takes that pool when it first opens a GPU, as a percentage of the GPU's memory
+(`MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE_PERCENT`), and by default takes nearly all of it:
+72 of an H100's 80 GB for whisper tiny. An edge runtime shares its GPU, so mxwr asks for what
+the bundle needs — its weights twice over plus the encoder's attention scores for its batch, and
+at least 4 GiB — unless the variable is already set. The GPU's size comes from the CUDA driver
+(no context is created), before MAX opens the device.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+from typing import Any, Callable
+
+VARIABLE = "MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE_PERCENT"
+FLOOR = 4 << 30
+
+
+def bundle_needs(manifest: dict[str, Any], section_length: Callable[[str], int]) -> int:
+    """Bytes the largest GPU target of a bundle needs in the pool."""
+    dims, shape = manifest.get("dims") or {}, manifest.get("shape") or {}
+    try:
+        heads, ctx, batch = int(dims["n_audio_head"]), int(dims["n_audio_ctx"]), int(shape["batch"])
+    except (KeyError, TypeError, ValueError):
+        return FLOOR
+    # fp32 scores, their softmax and the 16-bit probabilities of one encoder layer, with margin.
+    scores = batch * heads * ctx * (-(-ctx // 128) * 128) * 10 * 2
+    needs = [2 * section_length(str(t.get("weights_section"))) + scores + (512 << 20)
+             for t in manifest.get("targets") or [] if isinstance(t, dict) and t.get("name") != "cpu"]
+    return max([FLOOR, *needs])
+
+
+def cuda_total_memory(index: int = 0) -> int | None:
+    """The GPU's memory in bytes from libcuda, or None without an NVIDIA driver."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    device, total = ctypes.c_int(), ctypes.c_size_t()
+    if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(device), index):
+        return None
+    if cuda.cuDeviceTotalMem_v2(ctypes.byref(total), device):
+        return None
+    return total.value
+
+
+def reserve_for(manifest: dict[str, Any], section_length: Callable[[str], int]) -> None:
+    """Sets MAX's pool size for this bundle, unless set already or there is no NVIDIA GPU."""
+    if VARIABLE in os.environ or not any(
+            isinstance(t, dict) and t.get("name") != "cpu" for t in manifest.get("targets") or []):
+        return
+    total = cuda_total_memory()
+    if total:
+        percent = math.ceil(100 * bundle_needs(manifest, section_length) / total)
+        os.environ[VARIABLE] = str(min(max(percent, 1), 90))
