@@ -5,7 +5,8 @@ MAX takes that pool when it first opens a GPU, as a percentage of the GPU's memo
 72 of an H100's 80 GB for whisper tiny. An edge runtime shares its GPU, so mxwr asks for what
 the bundle needs — its weights twice over plus the encoder's attention scores for its batch, and
 at least 4 GiB — unless the variable is already set. The GPU's size comes from the CUDA driver
-(no context is created), before MAX opens the device.
+(no context is created), before MAX opens the device. The pool serves the whole process: one
+that loads several bundles reserves their sum first (`reserve_bytes`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def bundle_needs(manifest: dict[str, Any], section_length: Callable[[str], int])
         heads, ctx, batch = int(dims["n_audio_head"]), int(dims["n_audio_ctx"]), int(shape["batch"])
     except (KeyError, TypeError, ValueError):
         return FLOOR
-    # fp32 scores, their softmax and the 16-bit probabilities of one encoder layer, with margin.
-    scores = batch * heads * ctx * (-(-ctx // 128) * 128) * 10 * 2
+    # One encoder layer's attention: fp32 scores, their exponentials, the probabilities in 16 and
+    # 32 bits (~24 bytes a score), with margin.
+    scores = batch * heads * ctx * (-(-ctx // 128) * 128) * 24 * 2
     needs = [2 * section_length(str(t.get("weights_section"))) + scores + (512 << 20)
              for t in manifest.get("targets") or [] if isinstance(t, dict) and t.get("name") != "cpu"]
     return max([FLOOR, *needs])
@@ -49,10 +51,12 @@ def cuda_total_memory(index: int = 0) -> int | None:
 
 def reserve_for(manifest: dict[str, Any], section_length: Callable[[str], int]) -> None:
     """Sets MAX's pool size for this bundle, unless set already or there is no NVIDIA GPU."""
-    if VARIABLE in os.environ or not any(
-            isinstance(t, dict) and t.get("name") != "cpu" for t in manifest.get("targets") or []):
-        return
-    total = cuda_total_memory()
+    if any(isinstance(t, dict) and t.get("name") != "cpu" for t in manifest.get("targets") or []):
+        reserve_bytes(bundle_needs(manifest, section_length))
+
+
+def reserve_bytes(needed: int) -> None:
+    """Sets MAX's pool to `needed` bytes (as a percentage of the GPU), unless set already."""
+    total = cuda_total_memory() if VARIABLE not in os.environ else None
     if total:
-        percent = math.ceil(100 * bundle_needs(manifest, section_length) / total)
-        os.environ[VARIABLE] = str(min(max(percent, 1), 90))
+        os.environ[VARIABLE] = str(min(max(math.ceil(100 * needed / total), 1), 90))
