@@ -50,9 +50,8 @@ def _reference_attention(q, k, v, mask=None):
 
 
 def test_tile_padded_attention_equals_plain_attention():
-    """16-bit GPU targets pad heads to 128 wide and key slots to a multiple of 128 (MAX's fast
-    batched matmul needs it) and scale the fp32 scores by d_head^-0.5 themselves (flash
-    attention's arithmetic); here a 16-tile on the CPU runs the same code."""
+    """GPU targets pad heads to 128 wide and key slots to a multiple of 128 (MAX's fast batched
+    matmul needs it); here a 16-tile on the CPU runs the same code."""
     from max.driver import CPU
     from max.dtype import DType
     from max.engine import InferenceSession
@@ -63,13 +62,12 @@ def test_tile_padded_attention_equals_plain_attention():
     assert tile_of(DType.float16, DeviceRef.CPU()) is tile_of(DType.float32, DeviceRef.GPU(0)) is None
     assert tile_of(DType.bfloat16, DeviceRef.GPU(0)) == tile_of(DType.float16, DeviceRef.GPU(0)) == 128
     B, H, T, S, dh, tile = 2, 3, 5, 21, 8, 16
-    scale = dh**-0.5
     device = DeviceRef.CPU()
     types = [TensorType(DType.float32, shape, device) for shape in ([B, H, T, dh], [B, H, S, dh], [B, H, S, dh], [B, H, T, dh])]
     causal = np.triu(np.full((T, T), -np.inf, np.float32), 1)
     with Graph("padded_attention", input_types=types) as graph:
         q, k, v, kt = (x.tensor for x in graph.inputs)
-        plain = attention(q * scale, k, v)  # the CPU's: scaled before, plain softmax
+        plain = attention(q, k, v)
         padded = attention(q, k, v, tile=tile)  # k, v padded inside; their padding masked
         # Stored already padded (the cross K/V and caches on GPUs), with an explicit key mask.
         stored_k = pad_to(pad_to(k, -1, tile), -2, round_up(S, tile))
@@ -84,7 +82,7 @@ def test_tile_padded_attention_equals_plain_attention():
     q, k, v, kt = (rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types)
     plain, padded, stored, self_padded = (o.to_numpy() for o in model.execute(q, k, v, kt))
     assert padded.shape == stored.shape == plain.shape == (B, H, T, dh)
-    np.testing.assert_allclose(plain, _reference_attention(q * scale, k, v), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(plain, _reference_attention(q, k, v), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stored, plain, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(self_padded, _reference_attention(q * scale, kt, kt, causal), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(self_padded, _reference_attention(q, kt, kt, causal), rtol=1e-5, atol=1e-5)

@@ -15,9 +15,7 @@ Weights are graph weights named as in openai-whisper's state dict and kept in it
 (linear weights [out, in], conv weights [out, in, k]); they are bound at load time, so one
 compiled graph serves every checkpoint of the same shape. The arithmetic follows
 openai-whisper's `model.py`: q and k each scaled by d_head^-0.25, LayerNorm and softmax in fp32,
-exact (erf) GELU. 16-bit GPU targets compute attention as openai-whisper's fp16 run does on a
-GPU (PyTorch's flash attention): unscaled 16-bit q and k, their products summed in fp32, the
-scale and softmax in fp32, P rounded to 16 bits for P·V summed in fp32 (see `attention`).
+exact (erf) GELU.
 """
 
 from __future__ import annotations
@@ -117,47 +115,25 @@ def merge_heads(x: TensorValue) -> TensorValue:
 
 def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None,
               tile: int | None = None):
-    """Softmax(q k^T + mask) v over [B, H, T, dh] heads.
+    """Softmax(q k^T + mask) v over [B, H, T, dh] heads; q and k arrive pre-scaled.
 
-    Without `tile` q and k arrive pre-scaled (`qk_scale`). With `tile` (16-bit GPU targets) they
-    arrive unscaled and the operands are zero-padded to [.., round_up(S), round_up(dh)] first (k
-    and v may arrive padded): MAX's batched matmul on NVIDIA runs its tiled kernel only when N is
-    a multiple of 128 and K >= 128, and every whisper head is 64 wide, so unpadded attention falls
-    to a naive kernel ~50x slower. Zero columns add nothing to q k^T; padded key slots are masked
-    (a given mask must already span them); the result is sliced back. The arithmetic is then
-    flash attention's, as PyTorch runs openai-whisper in fp16: the 16-bit values multiplied
-    exactly and summed in fp32 (fp32 operands: 16-bit values are exact in them), the d_head^-0.5
-    scale and an unnormalized softmax in fp32, P rounded to 16 bits, P·V summed in fp32, then
-    divided by the softmax's sum and rounded once.
+    With `tile` (GPU targets) the operands are zero-padded to [.., round_up(S), round_up(dh)]
+    first (k and v may arrive padded): MAX's batched matmul on NVIDIA runs its tiled kernel only
+    when N is a multiple of 128 and K >= 128, and every whisper head is 64 wide, so unpadded
+    attention falls to a naive kernel ~50x slower. Zero columns add nothing to q k^T; padded
+    key slots are masked (a given mask must already span them); the result is sliced back.
     """
-    if tile is None:
-        scores = ops.cast(q @ ops.transpose(k, -1, -2), DType.float32)
-        if mask is not None:
-            scores = scores + mask
-        return ops.cast(ops.softmax(scores), v.dtype) @ v
-    dh, keys = int(q.shape[-1]), int(k.shape[-2])
-    width, slots = round_up(int(k.shape[-1]), tile), round_up(keys, tile)
-    q, k, v = pad_to(q, -1, width), pad_to(pad_to(k, -1, width), -2, slots), pad_to(pad_to(v, -1, width), -2, slots)
-    if mask is None and slots > keys:
-        mask = key_mask(keys, slots, q.device)
-    f32 = DType.float32
-    scores = (ops.cast(q, f32) @ ops.transpose(ops.cast(k, f32), -1, -2)) * float(dh**-0.5)
+    if tile is not None:
+        dh, keys = int(q.shape[-1]), int(k.shape[-2])
+        width, slots = round_up(int(k.shape[-1]), tile), round_up(keys, tile)
+        q, k, v = pad_to(q, -1, width), pad_to(pad_to(k, -1, width), -2, slots), pad_to(pad_to(v, -1, width), -2, slots)
+        if mask is None and slots > keys:
+            mask = key_mask(keys, slots, q.device)
+    scores = ops.cast(q @ ops.transpose(k, -1, -2), DType.float32)
     if mask is not None:
         scores = scores + mask
-    weights = ops.exp(scores - ops.max(scores, axis=-1))
-    total = ops.sum(weights, axis=-1)
-    out = (ops.cast(ops.cast(weights, v.dtype), f32) @ ops.cast(v, f32)) / total
-    return ops.cast(out, v.dtype)[..., :dh]
-
-
-def qk_scale(d_state: int, n_head: int, dtype: DType, device: DeviceRef) -> float | None:
-    """What q and k are each multiplied by before attention: d_head^-0.25, or nothing where
-    `attention` scales the fp32 scores itself (16-bit GPU targets)."""
-    return None if tile_of(dtype, device) is not None else head_scale(d_state, n_head)
-
-
-def scaled(x: TensorValue, scale: float | None) -> TensorValue:
-    return x if scale is None else x * scale
+    out = ops.cast(ops.softmax(scores), v.dtype) @ v
+    return out if tile is None else out[..., :dh]
 
 
 def causal_mask(n: int, dtype: DType, device: DeviceRef) -> TensorValue:
@@ -266,24 +242,24 @@ def encoder_graph(
         x = ops.gelu(conv1d(p, "encoder.conv1", x, stride=1))
         x = ops.gelu(conv1d(p, "encoder.conv2", x, stride=2))
         x = x + p("encoder.positional_embedding")
-        scale = qk_scale(dims.n_audio_state, dims.n_audio_head, dtype, device)
+        scale = head_scale(dims.n_audio_state, dims.n_audio_head)
         for i in range(dims.n_audio_layer):
             name = f"encoder.blocks.{i}"
             h = layer_norm(p, f"{name}.attn_ln", x)
-            q = scaled(split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head), scale)
-            k = scaled(split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head), scale)
+            q = split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head) * scale
+            k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head) * scale
             v = split_heads(linear(p, f"{name}.attn.value", h), dims.n_audio_head)
             x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v, tile=tile_of(dtype, device))))
             x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
         features = layer_norm(p, "encoder.ln_post", x)
 
         # Cross-attention keys/values depend only on the audio: compute them once per window.
-        text_scale = qk_scale(dims.n_text_state, dims.n_text_head, dtype, device)
+        text_scale = head_scale(dims.n_text_state, dims.n_text_head)
         cross_k, cross_v = [], []
         for i in range(dims.n_text_layer):
             name = f"decoder.blocks.{i}.cross_attn"
             k = linear(p, f"{name}.key", features, bias=False)
-            cross_k.append(_cross_layout(scaled(split_heads(k, dims.n_text_head), text_scale)))
+            cross_k.append(_cross_layout(split_heads(k, dims.n_text_head) * text_scale))
             cross_v.append(_cross_layout(split_heads(linear(p, f"{name}.value", features), dims.n_text_head)))
         graph.output(
             ops.cast(features, DType.float32), ops.stack(cross_k, 0), ops.stack(cross_v, 0)
@@ -355,23 +331,21 @@ def _decoder(
     ungrouped decoders only).
     """
     n_head = dims.n_text_head
-    scale = qk_scale(dims.n_text_state, n_head, x.dtype, x.device)
+    scale = head_scale(dims.n_text_state, n_head)
     cross = cross_attention(group, dims.n_audio_ctx)
     for i in range(dims.n_text_layer):
         name = f"decoder.blocks.{i}"
         h = layer_norm(p, f"{name}.attn_ln", x)
-        q = scaled(split_heads(linear(p, f"{name}.attn.query", h), n_head), scale)
-        k = scaled(split_heads(linear(p, f"{name}.attn.key", h, bias=False), n_head), scale)
+        q = split_heads(linear(p, f"{name}.attn.query", h), n_head) * scale
+        k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), n_head) * scale
         v = split_heads(linear(p, f"{name}.attn.value", h), n_head)
         x = x + linear(p, f"{name}.attn.out", merge_heads(self_attend(i, q, k, v)))
         h = layer_norm(p, f"{name}.cross_attn_ln", x)
-        q = scaled(split_heads(linear(p, f"{name}.cross_attn.query", h), n_head), scale)
+        q = split_heads(linear(p, f"{name}.cross_attn.query", h), n_head) * scale
         if scores is not None:
             keys = cross_k[i]
             qk = pad_to(q, -1, int(keys.shape[-1])) @ ops.transpose(keys, -1, -2)
-            if scale is None:  # unscaled q and K (16-bit GPU): scale as openai-whisper's hooks see it
-                qk = qk[..., : dims.n_audio_ctx] * float((dims.n_text_state // n_head) ** -0.5)
-            scores[i] = qk
+            scores[i] = qk if int(keys.shape[-2]) == dims.n_audio_ctx else qk[..., : dims.n_audio_ctx]
         x = x + linear(p, f"{name}.cross_attn.out", merge_heads(cross(q, cross_k[i], cross_v[i])))
         x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
     return layer_norm(p, "decoder.ln", x)
