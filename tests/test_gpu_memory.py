@@ -19,7 +19,7 @@ def lengths(name: str) -> int:
 def test_needs_grow_with_weights_and_batch_and_ignore_cpu_targets():
     one, sixteen = (gpu_memory.bundle_needs(manifest(b), lengths) for b in (1, 16))
     assert 6 * GiB < one < sixteen  # the GPU weights twice over, not the CPU target's
-    scores = 20 * 1500 * 1536 * 24 * 2  # per window
+    scores = 20 * 1500 * 1536 * 10 * 2  # per window
     assert sixteen - one == 15 * scores
     assert gpu_memory.bundle_needs(manifest(1, ("cpu",)), lengths) == gpu_memory.FLOOR
 

@@ -149,8 +149,8 @@ def round_up(n: int, multiple: int) -> int:
 
 def tile_of(dtype: DType, device: DeviceRef) -> int | None:
     """The padding granularity of attention operands (see `attention`): none on CPU, and none
-    for float32 on GPUs, whose tiled kernel would run it on TF32 tensor cores and lose the
-    float32 target's token-for-token agreement with the CPU."""
+    for float32 on GPUs, where the tiled kernel's other summation order changed one dev clip's
+    tokens (pv_test_de) while the untiled kernels give the CPU's tokens on every clip."""
     return None if device == DeviceRef.CPU() or dtype == DType.float32 else MATMUL_TILE
 
 

@@ -5,8 +5,8 @@ MAX takes that pool when it first opens a GPU, as a percentage of the GPU's memo
 72 of an H100's 80 GB for whisper tiny. An edge runtime shares its GPU, so mxwr asks for what
 the bundle needs — its weights twice over plus the encoder's attention scores for its batch, and
 at least 4 GiB — unless the variable is already set. The GPU's size comes from the CUDA driver
-(no context is created), before MAX opens the device. The pool serves the whole process: one
-that loads several bundles reserves their sum first (`reserve_bytes`).
+(no context is created), before MAX opens the device. The pool serves the whole process, sized
+by the first bundle loaded: a process that loads several reserves for them first (`reserve_bytes`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ def bundle_needs(manifest: dict[str, Any], section_length: Callable[[str], int])
         heads, ctx, batch = int(dims["n_audio_head"]), int(dims["n_audio_ctx"]), int(shape["batch"])
     except (KeyError, TypeError, ValueError):
         return FLOOR
-    # One encoder layer's attention: fp32 scores, their exponentials, the probabilities in 16 and
-    # 32 bits (~24 bytes a score), with margin.
-    scores = batch * heads * ctx * (-(-ctx // 128) * 128) * 24 * 2
+    # fp32 scores, their softmax and the 16-bit probabilities of one encoder layer, with margin.
+    scores = batch * heads * ctx * (-(-ctx // 128) * 128) * 10 * 2
     needs = [2 * section_length(str(t.get("weights_section"))) + scores + (512 << 20)
              for t in manifest.get("targets") or [] if isinstance(t, dict) and t.get("name") != "cpu"]
     return max([FLOOR, *needs])
