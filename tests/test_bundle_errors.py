@@ -94,20 +94,13 @@ def test_wrong_magic(tiny_bundle, tmp_path):
     assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "not an mxw bundle", "magic")
 
 
-def test_newer_major_version(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("version, advice", [((3, 0), "upgrade mxwr"), ((0, 9), "rebuild the bundle")])
+def test_unknown_major_version(tiny_bundle, tmp_path, version, advice):
     bad = copy(tiny_bundle, tmp_path)
     with open(bad, "r+b") as f:
         f.seek(8)
-        f.write(struct.pack("<HH", 3, 0))
-    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "format 3.0", "upgrade mxwr")
-
-
-def test_older_major_version(tiny_bundle, tmp_path):
-    bad = copy(tiny_bundle, tmp_path)
-    with open(bad, "r+b") as f:
-        f.seek(8)
-        f.write(struct.pack("<HH", 0, 9))
-    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "format 0.9", "rebuild the bundle")
+        f.write(struct.pack("<HH", *version))
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "format %d.%d" % version, advice)
 
 
 def test_section_offset_outside_the_file(tiny_bundle, tmp_path):
