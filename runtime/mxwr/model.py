@@ -42,7 +42,7 @@ class AudioContext:
     """What the decoder needs from one encoder run: features and per-layer cross K/V."""
 
     features: Any  # max.driver.Buffer [B, n_audio_ctx, d]
-    cross_k: Any  # [n_layer, B, n_head, n_audio_ctx, d_head]
+    cross_k: Any  # [n_layer, B, n_head, n_audio_ctx, d_head] (tile-padded on 16-bit GPU targets)
     cross_v: Any
     generation: int = 0  # which encoder run made it (a replayed encoder reuses its buffers)
 
@@ -194,6 +194,7 @@ class WhisperModel:
             raise MxwError(f"{len(tokens)} tokens do not fit the bundle's max_seq {self.max_seq}")
         padded = np.zeros((self.batch, self.max_seq), dtype=np.int64)
         padded[0, : len(tokens)] = tokens
+        self._check_current(ctx)
         scores, probs = self.align_graph.execute(self._to_device(padded), ctx.cross_k, ctx.cross_v)
         n = len(tokens)
         return scores.to_numpy()[0, :, :n], probs.to_numpy()[0, :n]
@@ -230,13 +231,16 @@ class WhisperModel:
         plain = [v.buffer if isinstance(v, (Fixed, Const)) else v for v in inputs]
         return graph.execute(*[self._to_device(v) if isinstance(v, np.ndarray) else v for v in plain])
 
+    def _check_current(self, ctx: AudioContext) -> None:
+        if self.replaying and ctx.generation != self._generation:
+            raise MxwError("internal: an AudioContext was used after the next encode replaced it")
+
     def _fixed(self, buffer: Any) -> Any:
         return Fixed(buffer) if self.replaying else buffer
 
     def _decoder_state(self, ctx: AudioContext, cache: KVCache, suppress: Any) -> list[Any]:
         """The decoder graphs' inputs after the tokens: suppress mask, caches, cross K/V."""
-        if self.replaying and ctx.generation != self._generation:
-            raise MxwError("internal: an AudioContext was used after the next encode replaced it")
+        self._check_current(ctx)
         # A replayed encoder writes the same buffers every run: read where they are.
         cross = [ctx.cross_k, ctx.cross_v]
         if "encoder" in self._replayed:
