@@ -3,11 +3,13 @@
 A decoder step of whisper tiny is ~100 small kernels; launched one by one from the host, the
 launches, not the GPU, set its time. MAX can record a compiled graph's launches once into a
 device (CUDA) graph and replay the recording with a single launch. A recording is bound to the
-buffers it was made with, and the host-side values it read (the step's position) are baked in,
-so `ReplayedGraph` keeps one recording per key and feeds each run through the recorded buffers:
+buffers it was made with, and cannot re-read host memory (format 2 graphs read none), so
+`ReplayedGraph` keeps a recording per key (mxwr uses one per graph) and feeds each run through
+the recorded buffers:
 
 - `Fixed` inputs are buffers the caller keeps for the graph's life (the KV caches the graph
-  writes in place, the bound cross K/V): recorded as they are; a run must pass the same ones.
+  writes in place, the replayed encoder's cross K/V): recorded as they are; a run must pass the
+  same ones.
 - `Const` inputs never change once made (suppress masks): copied in only when another is given.
 - anything else (tokens, mel) is copied into the recording's own buffer on every run.
 
