@@ -200,13 +200,7 @@ def step_profile(model, positions=(1, 10, 50, 100, 200, 300, 400)) -> tuple[dict
     steps run back to back with one read at the end (the GPU's own time, host hidden)."""
     from max import driver
 
-    from mxwr.decoding import DecodingOptions, DecodingTask
-
-    mel = np.zeros((model.batch, model.dims.n_mels, 3000), np.float32)
-    ctx = model.encode(mel)
-    decoder = DecodingTask(model, _special(model), DecodingOptions(without_timestamps=True))
-    cache = model.new_cache()
-    token = model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token
+    _, ctx, decoder, cache, token = _decoder_ready(model)
     times = {}
     for pos in positions:
         def step():
@@ -217,9 +211,6 @@ def step_profile(model, positions=(1, 10, 50, 100, 200, 300, 400)) -> tuple[dict
     kinds = [str(e.kind) for e in entries]
     profile = {"kernels": sum("KERNEL" in k for k in kinds), "copies": sum("MEMCPY" in k for k in kinds),
                "launches": len(kinds), "ops": [f"{e.kind.name}:{e.name}" for e in entries]}
-    for pos in range(10, 60):  # recorded once, so the timed loop only replays
-        model.step(ctx, cache, token, pos, decoder.suppress)
-
     def run_50():
         out = None
         for pos in range(10, 60):
@@ -236,14 +227,8 @@ def kernel_profile(model, runs: int = 20) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from mxwr.decoding import DecodingOptions, DecodingTask
-
     torch.zeros(1, device="cuda")
-    mel = np.zeros((model.batch, model.dims.n_mels, 3000), np.float32)
-    ctx = model.encode(mel)
-    decoder = DecodingTask(model, _special(model), DecodingOptions(without_timestamps=True))
-    cache = model.new_cache()
-    token = model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token
+    mel, ctx, decoder, cache, token = _decoder_ready(model)
 
     def step():
         model.step(ctx, cache, token, 10, decoder.suppress).token.to_numpy()
@@ -266,8 +251,19 @@ def kernel_profile(model, runs: int = 20) -> dict:
         top = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:5]
         result[name] = {"gpu_us": total, "kernels": sum(len(t) for t in kernels.values()) / runs,
                         "top": [(k, sum(t) / runs, len(t) / runs) for k, t in top]}
-        ctx = model.encode(mel)  # the profiled encodes replaced the context
     return result
+
+
+def _decoder_ready(model):
+    """(silent mel, its context, a greedy task, a cache, the prefill's token): what a step needs."""
+    from mxwr.decoding import DecodingOptions, DecodingTask
+
+    mel = np.zeros((model.batch, model.dims.n_mels, 3000), np.float32)
+    ctx = model.encode(mel)
+    decoder = DecodingTask(model, _special(model), DecodingOptions(without_timestamps=True))
+    cache = model.new_cache()
+    token = model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token
+    return mel, ctx, decoder, cache, token
 
 
 def _special(model):
