@@ -116,10 +116,8 @@ class WhisperModel:
             except Exception as e:  # MAX reports load failures as RuntimeError/ValueError
                 raise BundleError(f"cannot load the {role} graph of {bundle.path}: {_first_line(e)}") from None
             _check_signature(role, graphs[role], self.target.graphs[role])
+        self._graphs = graphs
         self.frontend = graphs.get("frontend")
-        self.encoder, self.prefill_graph, self.step_graph = (
-            graphs["encoder"], graphs["prefill"], graphs["step"]
-        )
         self.reorder_graph, self.align_graph = graphs.get("reorder"), graphs.get("align")
         if self.group > 1 and self.reorder_graph is None:
             raise BundleError(f"{bundle.path} decodes {self.group} sequences per window but has no reorder graph")
@@ -226,8 +224,7 @@ class WhisperModel:
         replayed = self._replayed.get(role)
         if replayed is not None:
             return replayed(key, inputs)
-        graph = {"frontend": self.frontend, "encoder": self.encoder, "prefill": self.prefill_graph,
-                 "step": self.step_graph, "reorder": self.reorder_graph}[role]
+        graph = self._graphs[role]
         plain = [v.buffer if isinstance(v, (Fixed, Const)) else v for v in inputs]
         return graph.execute(*[self._to_device(v) if isinstance(v, np.ndarray) else v for v in plain])
 
