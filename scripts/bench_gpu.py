@@ -243,14 +243,17 @@ def kernel_profile(model, runs: int = 20) -> dict:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(runs):
                 run()
+        events = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
         kernels: dict[str, list[float]] = {}
-        for e in prof.events():
-            if e.device_type.name == "CUDA":
-                kernels.setdefault(e.name[:80], []).append(e.device_time)  # µs
+        for e in events:
+            kernels.setdefault(e.name[:80], []).append(e.device_time)  # µs
         total = sum(sum(t) for t in kernels.values()) / runs
         top = sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[:5]
-        result[name] = {"gpu_us": total, "kernels": sum(len(t) for t in kernels.values()) / runs,
-                        "top": [(k, sum(t) / runs, len(t) / runs) for k, t in top]}
+        per_run = len(events) // runs
+        result[name] = {"gpu_us": total, "kernels": len(events) / runs,
+                        "top": [(k, sum(t) / runs, len(t) / runs) for k, t in top],
+                        # The last run's kernels in launch order: what to fuse next.
+                        "sequence": [(e.name[:80], e.device_time) for e in events[-per_run:]]}
     return result
 
 

@@ -86,3 +86,36 @@ def test_tile_padded_attention_equals_plain_attention():
     np.testing.assert_allclose(padded, plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stored, plain, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(self_padded, _reference_attention(q, kt, kt, causal), rtol=1e-5, atol=1e-5)
+
+
+def test_single_query_attention_equals_reference():
+    """The step on tiled GPU targets attends as sums, not batched matmuls: one query per head
+    over stored keys/values that may be padded (wider heads, masked slots), and over a cache
+    whose later slots a position mask hides."""
+    from max.driver import CPU
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType, ops
+
+    from mxwc.graphs import key_mask, merge_single, pad_to, round_up, single_query_attention, split_single
+
+    R, H, S, dh, tile, seen = 2, 3, 21, 8, 16, 13
+    device = DeviceRef.CPU()
+    types = [TensorType(DType.float32, shape, device) for shape in ([R, 1, H * dh], [R, H, S, dh], [R, H, S, dh])]
+    with Graph("single_query_attention", input_types=types) as graph:
+        x, k, v = (t.tensor for t in graph.inputs)
+        q = split_single(x, H)
+        stored_k = pad_to(pad_to(k, -1, tile), -2, round_up(S, tile))
+        stored_v = pad_to(pad_to(v, -1, tile), -2, round_up(S, tile))
+        padded = single_query_attention(q, stored_k, stored_v, key_mask(S, round_up(S, tile), device))
+        cache = single_query_attention(q, k, v, key_mask(seen, S, device))  # slots >= seen hidden
+        graph.output(merge_single(padded), cache)
+    model = InferenceSession(devices=[CPU()]).load(graph)
+    rng = np.random.default_rng(2)
+    x, k, v = (rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types)
+    padded, cache = (o.to_numpy() for o in model.execute(x, k, v))
+    q = x.reshape(R, 1, H, dh).transpose(0, 2, 1, 3)  # openai-whisper's split of the heads
+    expected = _reference_attention(q, k, v)
+    assert padded.shape == (R, 1, H * dh)
+    np.testing.assert_allclose(padded, expected.transpose(0, 2, 1, 3).reshape(R, 1, H * dh), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cache, _reference_attention(q, k[:, :, :seen], v[:, :, :seen]), rtol=1e-5, atol=1e-6)

@@ -136,6 +136,37 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     return out if tile is None else out[..., :dh]
 
 
+def single_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
+    """`attention` for one query per head (the decoder step), q [R, H, 1, dh] over k, v
+    [R, H, S, w >= dh] (tile-padded widths are read up to dh), as float32 products and sums.
+
+    A batched matmul with one query row wastes its 128-row tile and, for P.V, runs a handful of
+    thread blocks down the whole key axis; the sums spread over every (head, key) and fuse their
+    operands' slicing and casts. P is rounded to the model dtype first, as the matmul path does.
+    """
+    r, h, _, dh = (int(d) for d in q.shape)
+    f32 = DType.float32
+    k, v = k[..., :dh], v[..., :dh]
+    slots = int(k.shape[-2])
+    scores = ops.reshape(ops.sum(ops.cast(q, f32) * ops.cast(k, f32), axis=-1), [r, h, 1, slots])
+    if mask is not None:
+        scores = scores + mask
+    weights = ops.cast(ops.cast(ops.softmax(scores), v.dtype), f32)
+    out = ops.sum(ops.reshape(weights, [r, h, slots, 1]) * ops.cast(v, f32), axis=-2)  # [R, H, 1, dh]
+    return ops.cast(out, v.dtype)
+
+
+def split_single(x: TensorValue, n_head: int) -> TensorValue:
+    """`split_heads` of one position [R, 1, d]: a reshape, the order in memory is already right."""
+    r, _, d = (int(s) for s in x.shape)
+    return ops.reshape(x, [r, n_head, 1, d // n_head])
+
+
+def merge_single(x: TensorValue) -> TensorValue:
+    r, h, _, dh = (int(s) for s in x.shape)
+    return ops.reshape(x, [r, 1, h * dh])
+
+
 def causal_mask(n: int, dtype: DType, device: DeviceRef) -> TensorValue:
     """[n, keys] f32: query t sees keys 0..t; keys spans n, padded to the tile on GPUs."""
     tile = tile_of(dtype, device)
@@ -272,9 +303,10 @@ def encoder_graph(
 
 
 def _cache_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> BufferType:
+    # Never padded: the step reads it with `single_query_attention`, which needs no tile, and
+    # the prefill attends over its own keys/values before it stores them.
     d_head = dims.n_text_state // dims.n_text_head
-    slots, width = _tiled(shape.max_seq, d_head, dtype, device)
-    return BufferType(dtype, [shape.rows, dims.n_text_head, slots, width], device)
+    return BufferType(dtype, [shape.rows, dims.n_text_head, shape.max_seq, d_head], device)
 
 
 def _cross_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> TensorType:
@@ -295,17 +327,20 @@ def _cross_layout(x: TensorValue) -> TensorValue:
     return pad_to(pad_to(x, -1, width), -2, slots)
 
 
-def cross_attention(group: int, n_audio_ctx: int):
+def cross_attention(group: int, n_audio_ctx: int, single_query: bool = False):
     """Attention of the decoder's queries [B*G, H, T, dh] over one window's cross K/V [B, H, S, dh].
 
     The G sequences of a window share its audio: their queries are folded into the query
     length, so the cross K/V are stored (and read) once per window, not once per sequence.
+    `single_query` (the step on tiled targets, one sequence per window): `single_query_attention`.
     """
 
     def attend(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
         tile = tile_of(q.dtype, q.device)
         # Stored cross K/V may be padded (GPU): their padding slots are masked out.
         mask = None if tile is None else key_mask(n_audio_ctx, int(k.shape[-2]), q.device)
+        if single_query and group == 1:
+            return single_query_attention(q, k, v, mask)
         if group == 1:
             return attention(q, k, v, mask, tile)
         rows, h, t, dh = (int(d) for d in q.shape)
@@ -324,29 +359,32 @@ def cross_attention(group: int, n_audio_ctx: int):
 def _decoder(
     p: Params, dims: ModelDims, x: TensorValue, cross_k: TensorValue, cross_v: TensorValue,
     self_attend, group: int = 1, scores: dict[int, TensorValue] | None = None,
+    single_query: bool = False,
 ) -> TensorValue:
     """The decoder blocks on embedded tokens x [B*G, T, d]; returns the final hidden states.
 
     `scores`, when given, receives each layer's cross-attention scores (q k^T, before softmax;
-    ungrouped decoders only).
+    ungrouped decoders only). `single_query` (T = 1: the step on tiled targets) splits and merges
+    heads by reshapes and attends over the cross K/V with `single_query_attention`.
     """
     n_head = dims.n_text_head
     scale = head_scale(dims.n_text_state, n_head)
-    cross = cross_attention(group, dims.n_audio_ctx)
+    cross = cross_attention(group, dims.n_audio_ctx, single_query)
+    split, merge = (split_single, merge_single) if single_query else (split_heads, merge_heads)
     for i in range(dims.n_text_layer):
         name = f"decoder.blocks.{i}"
         h = layer_norm(p, f"{name}.attn_ln", x)
-        q = split_heads(linear(p, f"{name}.attn.query", h), n_head) * scale
-        k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), n_head) * scale
-        v = split_heads(linear(p, f"{name}.attn.value", h), n_head)
-        x = x + linear(p, f"{name}.attn.out", merge_heads(self_attend(i, q, k, v)))
+        q = split(linear(p, f"{name}.attn.query", h), n_head) * scale
+        k = split(linear(p, f"{name}.attn.key", h, bias=False), n_head) * scale
+        v = split(linear(p, f"{name}.attn.value", h), n_head)
+        x = x + linear(p, f"{name}.attn.out", merge(self_attend(i, q, k, v)))
         h = layer_norm(p, f"{name}.cross_attn_ln", x)
-        q = split_heads(linear(p, f"{name}.cross_attn.query", h), n_head) * scale
+        q = split(linear(p, f"{name}.cross_attn.query", h), n_head) * scale
         if scores is not None:
             keys = cross_k[i]
             qk = pad_to(q, -1, int(keys.shape[-1])) @ ops.transpose(keys, -1, -2)
             scores[i] = qk if int(keys.shape[-2]) == dims.n_audio_ctx else qk[..., : dims.n_audio_ctx]
-        x = x + linear(p, f"{name}.cross_attn.out", merge_heads(cross(q, cross_k[i], cross_v[i])))
+        x = x + linear(p, f"{name}.cross_attn.out", merge(cross(q, cross_k[i], cross_v[i])))
         x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
     return layer_norm(p, "decoder.ln", x)
 
@@ -411,11 +449,10 @@ def prefill_graph(
 
         tile = tile_of(dtype, device)
         mask = causal_mask(P, dtype, device)
-        width = int(caches[0].shape[-1])
 
         def self_attend(i: int, q, k, v):
             for buffer, x in ((cache[i], k), (cache[L + i], v)):
-                ops.buffer_store_slice(buffer, pad_to(x, -1, width), [slice(None), slice(None), slice(0, P), slice(None)])
+                ops.buffer_store_slice(buffer, x, [slice(None), slice(None), slice(0, P), slice(None)])
             return attention(q, k, v, mask, tile)
 
         x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
@@ -454,7 +491,7 @@ def step_graph(
         L = dims.n_text_layer
 
         # Attend to cache slots 0..position; later slots hold stale or padding entries.
-        n_slots, width = (int(d) for d in caches[0].shape[-2:])
+        n_slots = int(caches[0].shape[-2])
         slots = ops.range(0, n_slots, 1, dtype=DType.int64, device=device)
         ninf = ops.constant(float("-inf"), DType.float32, device)
         zero = ops.constant(0.0, DType.float32, device)
@@ -463,16 +500,21 @@ def step_graph(
         # bounds are host values, which a recorded device graph could not change.
         here = ops.reshape(slots == position, [1, 1, n_slots, 1])
 
+        # On tiled targets one query per row is cheaper as sums than as a batched matmul.
+        single_query = tile_of(dtype, device) is not None
+
         def self_attend(i: int, q, k, v):
-            keys = ops.where(here, pad_to(k, -1, width), ops.buffer_load(cache[i]))
-            values = ops.where(here, pad_to(v, -1, width), ops.buffer_load(cache[L + i]))
+            keys = ops.where(here, k, ops.buffer_load(cache[i]))
+            values = ops.where(here, v, ops.buffer_load(cache[L + i]))
             ops.buffer_store(cache[i], keys)
             ops.buffer_store(cache[L + i], values)
+            if single_query:
+                return single_query_attention(q, keys, values, mask)
             return attention(q, keys, values, mask, tile_of(dtype, device))
 
         x = ops.gather(p("decoder.token_embedding.weight"), ops.unsqueeze(token, 1), axis=0)
         x = x + ops.gather(p("decoder.positional_embedding"), position, axis=0)
-        x = _decoder(p, dims, x, cross_k, cross_v, self_attend, shape.group)
+        x = _decoder(p, dims, x, cross_k, cross_v, self_attend, shape.group, single_query=single_query)
         logits = _logits(p, ops.squeeze(x, 1))
         graph.output(logits, *greedy(logits, suppress))
     return graph

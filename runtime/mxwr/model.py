@@ -53,7 +53,7 @@ class KVCache:
     def __init__(self, model: "WhisperModel"):
         d = model.dims
         shape = (model.rows, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
-        # GPU targets store them padded to the matmul tile: the step graph's inputs say how.
+        # Some GPU bundles store them padded to the matmul tile: the step graph's inputs say how.
         specs = {i.get("name"): i for i in model.target.graphs["step"].get("inputs", [])}
         if "self_k.0" in specs:
             shape = tuple(specs["self_k.0"]["shape"])
