@@ -26,9 +26,10 @@ def test_replayed_decode_equals_plain_execution(tiny_bundle):
     replayed = Transcriber(tiny_bundle, device="cpu", replay="emulate", mel_on_device=True)
     expected = list(plain.decode_windows(audios))
     assert list(replayed.decode_windows(audios)) == expected
-    # One recording per graph serves every window and every position.
+    # One recording per graph serves every window and every position; the step has two that
+    # take turns (one runs while the other's token is read).
     assert {role: len(g.recordings) for role, g in replayed.model._replayed.items()} == {
-        "frontend": 1, "encoder": 1, "prefill": 1, "step": 1}
+        "frontend": 1, "encoder": 1, "prefill": 1, "step": 2}
 
 
 def test_replayed_transcribe_equals_plain_execution(tiny_bundle, tiny_beams_bundle):

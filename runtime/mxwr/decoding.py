@@ -399,20 +399,37 @@ class DecodingTask:
         return np.exp(log_softmax(at_sot))[:, self.special.no_speech].astype(np.float64)
 
     def _loop_on_device(self, ctx, cache, tokens: np.ndarray):
-        eot = self.special.eot
+        """Greedy with the graphs picking tokens: each token goes back in as the device buffer its
+        graph returned, and only it and its log-probability cross to the host. Replaying, the
+        next step is launched before this one's token is read (two step recordings take turns),
+        so the GPU does not wait on the host; the step launched after the last token is wasted."""
+        model, eot = self.model, self.special.eot
+        first, limit = tokens.shape[1], min(self.n_ctx, model.max_seq)
         sum_logprobs = np.zeros(len(tokens), dtype=np.float32)
         finished = np.zeros(len(tokens), dtype=bool)
         out, at_sot = self._prefill(ctx, cache, tokens, self.suppress_first)
+        pending = (out, model.fetch([out.token, out.logprob], slot=0))
+
+        def launch(previous, i: int):
+            """Sample i's step (i >= 1), fed sample i - 1's token where the device left it."""
+            out = model.step(ctx, cache, previous.token, first + i - 1, self.suppress, slot=i % 2)
+            return out, model.fetch([out.token, out.logprob], slot=i % 2)
+
         for i in range(self.sample_len):
-            if i > 0:  # the previous token goes back in as the device buffer the graph returned
-                out = self.model.step(ctx, cache, out.token, tokens.shape[1] - 1, self.suppress)
-            next_tokens = out.token.to_numpy().astype(np.int64)
-            sum_logprobs += np.where(finished, 0.0, out.logprob.to_numpy()).astype(np.float32)
+            current, fetched = pending
+            more = i + 1 < self.sample_len and first + i + 1 <= limit
+            if more and model.replaying:
+                pending = launch(current, i + 1)
+            next_tokens, logprobs = fetched.result()
+            next_tokens = next_tokens.astype(np.int64)
+            sum_logprobs += np.where(finished, 0.0, logprobs).astype(np.float32)
             next_tokens[finished] = eot
             tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
             finished |= next_tokens == eot
-            if finished.all() or tokens.shape[1] > min(self.n_ctx, self.model.max_seq):
+            if finished.all() or tokens.shape[1] > limit:
                 break
+            if more and not model.replaying:
+                pending = launch(current, i + 1)
         return tokens, sum_logprobs, self._no_speech(at_sot)
 
     def _loop_on_host(self, ctx, cache, tokens: np.ndarray, sampler):

@@ -47,6 +47,20 @@ class AudioContext:
     generation: int = 0  # which encoder run made it (a replayed encoder reuses its buffers)
 
 
+class Fetch:
+    """Device outputs on their way to the host. `result()` waits for this copy alone, not for
+    graphs launched after it (GPU: pinned staging buffers and an event; CPU: read at once)."""
+
+    def __init__(self, arrays: list[np.ndarray] | None = None, staging: list[Any] | None = None, event: Any = None):
+        self._arrays, self._staging, self._event = arrays, staging, event
+
+    def result(self) -> list[np.ndarray]:
+        if self._arrays is None:
+            self._event.synchronize()
+            self._arrays = [s.to_numpy().copy() for s in self._staging]
+        return self._arrays
+
+
 class KVCache:
     """Self-attention key/value caches, one buffer per layer for K and for V, on the device."""
 
@@ -138,6 +152,10 @@ class WhisperModel:
         self._cache: KVCache | None = None  # replaying: the one cache the recordings write
         self._masks: dict[frozenset[int], Any] = {}
         self._generation = 0
+        # Replaying, a step's position is copied in on the device from this table: no host
+        # allocation or host-to-device copy per step.
+        self._positions = self._to_device(np.arange(self.max_seq, dtype=np.int64)) if self.replaying else None
+        self._staging: dict[tuple[int, int], Any] = {}  # (slot, output) -> pinned host buffer
 
     # -- graphs ------------------------------------------------------------------------------
 
@@ -167,17 +185,41 @@ class WhisperModel:
         positions = np.array([t - 1, sot_index], dtype=np.int64)
         return DecoderOutput(*self._run("prefill", "prefill", [padded, positions, *self._decoder_state(ctx, cache, suppress)]))
 
-    def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any) -> DecoderOutput:
-        """tokens [rows] (numpy, or the device buffer a previous call returned) at `position`."""
+    def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any,
+             slot: int = 0) -> DecoderOutput:
+        """tokens [rows] (numpy, or the device buffer a previous call returned) at `position`.
+
+        Replaying, each `slot` (0 or 1) is a recording of its own with its own outputs: a step
+        can run while the previous one's outputs, in the other slot, are still being read.
+        """
         from max.driver import Buffer
 
         if isinstance(tokens, np.ndarray):
             tokens = np.ascontiguousarray(tokens, np.int64)
-        where = np.array([position], np.int64)
         if self._host_position:  # format 1 GPU bundles: read on the host, so never recorded
-            where = Buffer.from_numpy(where)
+            where = Buffer.from_numpy(np.array([position], np.int64))
+        elif self._positions is not None:
+            where = self._positions[position : position + 1]
+        else:
+            where = np.array([position], np.int64)
         return DecoderOutput(*self._run(
-            "step", "step", [tokens, where, *self._decoder_state(ctx, cache, suppress)]))
+            "step", ("step", slot), [tokens, where, *self._decoder_state(ctx, cache, suppress)]))
+
+    def fetch(self, buffers: list[Any], slot: int = 0) -> Fetch:
+        """Starts copying device outputs to the host (one copy in flight per `slot`)."""
+        if not self.target.is_gpu:
+            return Fetch(arrays=[b.to_numpy().copy() for b in buffers])
+        from max.driver import Buffer, Usage
+
+        staging = []
+        for i, b in enumerate(buffers):
+            host = self._staging.get((slot, i))
+            if host is None or tuple(host.shape) != tuple(b.shape) or host.dtype != b.dtype:
+                host = Buffer(shape=b.shape, dtype=b.dtype, device=self.device, usage=Usage.STAGING | Usage.UNTRACKED)
+                self._staging[(slot, i)] = host
+            host.inplace_copy_from(b)
+            staging.append(host)
+        return Fetch(staging=staging, event=self.device.default_queue.record_event())
 
     def reorder(self, cache: KVCache, source_rows: list[int]) -> None:
         """Row r of every cache takes row source_rows[r] (beam search), on the device."""
