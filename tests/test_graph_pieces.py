@@ -109,13 +109,17 @@ def test_single_query_attention_equals_reference():
         stored_v = pad_to(pad_to(v, -1, tile), -2, round_up(S, tile))
         padded = single_query_attention(q, stored_k, stored_v, key_mask(S, round_up(S, tile), device))
         cache = single_query_attention(q, k, v, key_mask(seen, S, device))  # slots >= seen hidden
-        graph.output(merge_single(padded), cache)
+        # V stored transposed and padded [R, H, width, slots], as tiled targets store cross V.
+        transposed = single_query_attention(q, stored_k, ops.transpose(stored_v, -1, -2),
+                                            key_mask(S, round_up(S, tile), device), v_transposed=True)
+        graph.output(merge_single(padded), cache, transposed)
     model = InferenceSession(devices=[CPU()]).load(graph)
     rng = np.random.default_rng(2)
     x, k, v = (rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types)
-    padded, cache = (o.to_numpy() for o in model.execute(x, k, v))
+    padded, cache, transposed = (o.to_numpy() for o in model.execute(x, k, v))
     q = x.reshape(R, 1, H, dh).transpose(0, 2, 1, 3)  # openai-whisper's split of the heads
     expected = _reference_attention(q, k, v)
     assert padded.shape == (R, 1, H * dh)
     np.testing.assert_allclose(padded, expected.transpose(0, 2, 1, 3).reshape(R, 1, H * dh), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(cache, _reference_attention(q, k[:, :, :seen], v[:, :, :seen]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(transposed, expected, rtol=1e-5, atol=1e-6)

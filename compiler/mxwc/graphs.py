@@ -136,9 +136,11 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     return out if tile is None else out[..., :dh]
 
 
-def single_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
+def single_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None,
+                           v_transposed: bool = False) -> TensorValue:
     """`attention` for one query per head (the decoder step), q [R, H, 1, dh] over k, v
     [R, H, S, w >= dh] (tile-padded widths are read up to dh), as float32 products and sums.
+    `v_transposed`: v arrives as [R, H, w, S], so P.V sums along rows, like q k^T.
 
     A batched matmul with one query row wastes its 128-row tile and, for P.V, runs a handful of
     thread blocks down the whole key axis; the sums spread over every (head, key) and fuse their
@@ -146,13 +148,16 @@ def single_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask:
     """
     r, h, _, dh = (int(d) for d in q.shape)
     f32 = DType.float32
-    k, v = k[..., :dh], v[..., :dh]
+    k = k[..., :dh]
     slots = int(k.shape[-2])
     scores = ops.reshape(ops.sum(ops.cast(q, f32) * ops.cast(k, f32), axis=-1), [r, h, 1, slots])
     if mask is not None:
         scores = scores + mask
     weights = ops.cast(ops.cast(ops.softmax(scores), v.dtype), f32)
-    out = ops.sum(ops.reshape(weights, [r, h, slots, 1]) * ops.cast(v, f32), axis=-2)  # [R, H, 1, dh]
+    if v_transposed:
+        out = ops.reshape(ops.sum(weights * ops.cast(v[:, :, :dh, :], f32), axis=-1), [r, h, 1, dh])
+    else:
+        out = ops.sum(ops.reshape(weights, [r, h, slots, 1]) * ops.cast(v[..., :dh], f32), axis=-2)
     return ops.cast(out, v.dtype)
 
 
@@ -291,7 +296,8 @@ def encoder_graph(
             name = f"decoder.blocks.{i}.cross_attn"
             k = linear(p, f"{name}.key", features, bias=False)
             cross_k.append(_cross_layout(split_heads(k, dims.n_text_head) * text_scale))
-            cross_v.append(_cross_layout(split_heads(linear(p, f"{name}.value", features), dims.n_text_head)))
+            v = split_heads(linear(p, f"{name}.value", features), dims.n_text_head)
+            cross_v.append(_cross_layout(v, transposed=tile_of(dtype, device) is not None))
         graph.output(
             ops.cast(features, DType.float32), ops.stack(cross_k, 0), ops.stack(cross_v, 0)
         )
@@ -309,10 +315,13 @@ def _cache_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: Device
     return BufferType(dtype, [shape.rows, dims.n_text_head, shape.max_seq, d_head], device)
 
 
-def _cross_type(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> TensorType:
+def _cross_types(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef) -> list[TensorType]:
+    """Cross K and V as stored (`_cross_layout`)."""
     d_head = dims.n_text_state // dims.n_text_head
     slots, width = _tiled(dims.n_audio_ctx, d_head, dtype, device)
-    return TensorType(dtype, [dims.n_text_layer, shape.batch, dims.n_text_head, slots, width], device)
+    lead = [dims.n_text_layer, shape.batch, dims.n_text_head]
+    v = [width, slots] if tile_of(dtype, device) is not None else [slots, width]
+    return [TensorType(dtype, [*lead, slots, width], device), TensorType(dtype, [*lead, *v], device)]
 
 
 def _tiled(slots: int, width: int, dtype: DType, device: DeviceRef) -> tuple[int, int]:
@@ -321,10 +330,12 @@ def _tiled(slots: int, width: int, dtype: DType, device: DeviceRef) -> tuple[int
     return (slots, width) if tile is None else (round_up(slots, tile), round_up(width, tile))
 
 
-def _cross_layout(x: TensorValue) -> TensorValue:
-    """One layer's cross K or V [B, H, n_audio_ctx, dh] as stored (padded on GPUs)."""
+def _cross_layout(x: TensorValue, transposed: bool = False) -> TensorValue:
+    """One layer's cross K or V [B, H, n_audio_ctx, dh] as stored: padded on tiled targets, where
+    V is also `transposed` to [B, H, width, slots], so that the step's P.V sums along rows."""
     slots, width = _tiled(int(x.shape[-2]), int(x.shape[-1]), x.dtype, x.device)
-    return pad_to(pad_to(x, -1, width), -2, slots)
+    x = pad_to(pad_to(x, -1, width), -2, slots)
+    return ops.transpose(x, -1, -2) if transposed else x
 
 
 def cross_attention(group: int, n_audio_ctx: int, single_query: bool = False):
@@ -337,10 +348,13 @@ def cross_attention(group: int, n_audio_ctx: int, single_query: bool = False):
 
     def attend(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
         tile = tile_of(q.dtype, q.device)
-        # Stored cross K/V may be padded (GPU): their padding slots are masked out.
+        # Stored cross K/V may be padded (GPU): their padding slots are masked out. Tiled
+        # targets store V transposed (`_cross_layout`).
         mask = None if tile is None else key_mask(n_audio_ctx, int(k.shape[-2]), q.device)
         if single_query and group == 1:
-            return single_query_attention(q, k, v, mask)
+            return single_query_attention(q, k, v, mask, v_transposed=tile is not None)
+        if tile is not None:
+            v = ops.transpose(v, -1, -2)
         if group == 1:
             return attention(q, k, v, mask, tile)
         rows, h, t, dh = (int(d) for d in q.shape)
@@ -415,7 +429,7 @@ def greedy(logits: TensorValue, suppress: TensorValue) -> tuple[TensorValue, Ten
 def decoder_input_types(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef):
     """Caches (K then V for each layer) and cross K/V, shared by the prefill and step graphs."""
     caches = [_cache_type(dims, shape, dtype, device) for _ in range(2 * dims.n_text_layer)]
-    cross = [_cross_type(dims, shape, dtype, device)] * 2
+    cross = _cross_types(dims, shape, dtype, device)
     return caches, cross
 
 
@@ -552,8 +566,7 @@ def align_graph(
     Padding never reaches a real position: the self-attention is causal.
     """
     S = shape.max_seq
-    cross = _cross_type(dims, shape, dtype, device)
-    inputs = [TensorType(DType.int64, [shape.batch, S], device), cross, cross]
+    inputs = [TensorType(DType.int64, [shape.batch, S], device), *_cross_types(dims, shape, dtype, device)]
     with Graph("align", input_types=inputs) as graph:
         p = Params(shapes, dtype, device)
         tokens, cross_k, cross_v = (v.tensor for v in graph.inputs)
