@@ -163,6 +163,7 @@ def engine_mxw(args) -> dict:
         device.synchronize()
 
     out["encoder_s"] = median_time(encode)
+    out["e2e_phases_s"] = e2e_phases(t, jfk)
 
     step_times, kernels = step_profile(t.model)
     out["step_s_by_position"] = step_times
@@ -192,6 +193,24 @@ def engine_mxw(args) -> dict:
         out["batch_rtfx"] = N_WINDOWS * 30.0 / (time.perf_counter() - start)
     out["peak_mem_mib"] = memory.stop()
     return out
+
+
+def e2e_phases(t, audio: np.ndarray) -> dict[str, float]:
+    """Where one window's end-to-end time goes: the log-mel (audio to the device and the front
+    end), the encoder, the prefill (token read back), each run alone; the rest is the step loop
+    and the host's work around it."""
+    model, device = t.model, t.model.device
+    _, ctx, decoder, cache, _ = _decoder_ready(model)
+
+    def mel():
+        t._mels([audio])
+        device.synchronize()
+
+    def prefill():
+        model.prefill(ctx, cache, np.array([decoder.initial_tokens] * model.rows), decoder.sot_index,
+                      decoder.suppress_first).token.to_numpy()
+
+    return {"log-mel": median_time(mel), "prefill": median_time(prefill)}
 
 
 def step_profile(model, positions=(1, 10, 50, 100, 200, 300, 400)) -> tuple[dict[int, float], dict]:
@@ -470,6 +489,12 @@ def table(results: dict[str, dict], device: str) -> str:
                          f"{mxw['step_gpu_s'] * 1e3:.3f} ms/step. Without replay (every kernel from the host): jfk end-to-end "
                          f"{ms(mxw['e2e_eager_s'])} ms, step(10) {ms(mxw['step_eager_s'])} ms; tokens with and without "
                          f"replay equal on {sum(eq.values())}/{len(eq)} clips")
+        if "e2e_phases_s" in mxw:
+            phases = {**mxw["e2e_phases_s"], "encoder": mxw["encoder_s"]}
+            rest = mxw["e2e_s"] - sum(phases.values())
+            lines.append("mxw jfk end-to-end by phase (each run alone): "
+                         + ", ".join(f"{k} {ms(v)} ms" for k, v in phases.items())
+                         + f"; the decode loop and host work around it {ms(rest)} ms")
         for name, prof in mxw.get("kernel_profile", {}).items():
             top = "; ".join(f"{k} {us:.1f} µs ({n:g}×)" for k, us, n in prof["top"])
             lines.append(f"GPU time of one {name} run (sum of its {prof['kernels']:.0f} kernels' durations, CUPTI "

@@ -105,3 +105,32 @@ def test_recording_inputs_follow_their_rules():
     graph("f", [Fixed(fixed), Const(const)])
     with pytest.raises(MxwError, match="recorded with another buffer"):
         graph("f", [Fixed(_buffer([1, 1])), Const(const)])
+
+
+def test_a_fetch_reads_its_staging_only_after_its_event():
+    """GPU reads go to pinned staging buffers and wait on an event recorded after the copy
+    (model.fetch); the host must not read the staging memory before the event completes."""
+    from mxwr.model import Fetch
+
+    log = []
+
+    class Event:
+        def synchronize(self):
+            log.append("synchronize")
+
+    class Staging:
+        def __init__(self, values):
+            self.values = np.array(values)
+
+        def to_numpy(self):
+            log.append("read")
+            return self.values
+
+    staging = [Staging([7]), Staging([-0.5])]
+    fetched = Fetch(staging=staging, event=Event())
+    assert log == []  # nothing waits until the result is wanted
+    token, logprob = fetched.result()
+    assert log == ["synchronize", "read", "read"]
+    staging[0].values[0] = 9  # the staging buffer is reused by a later read: results are copies
+    assert fetched.result()[0].tolist() == [7] and token.tolist() == [7]
+    assert Fetch(arrays=[np.array([3])]).result()[0].tolist() == [3]

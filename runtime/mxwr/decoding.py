@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MxwError
-from .model import AudioContext, KVCache, WhisperModel
+from .model import AudioContext, Fetch, KVCache, WhisperModel
 from .tokens import SpecialTokens
 
 CHUNK_LENGTH = 30
@@ -379,24 +379,27 @@ class DecodingTask:
 
     def _prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, last_mask: Any):
         """The initial tokens through the prefill graph, continuing one step at a time past its
-        fixed length; returns (the output at the last position, logits at start-of-transcript)."""
-        P = self.model.prompt_len
-        out = self.model.prefill(ctx, cache, tokens[:, :P], self.sot_index if self.sot_index < P else 0,
-                                 last_mask if tokens.shape[1] <= P else self.no_suppress)
-        # Copies: a replayed graph's outputs are overwritten by its next run (and a CPU buffer's
-        # to_numpy() is a view).
-        at_sot = out.logits.to_numpy()[:, 1].copy()
+        fixed length; returns (the output at the last position, a read of the logits at
+        start-of-transcript, taken now and waited for only when `_no_speech` needs them)."""
+        model, P = self.model, self.model.prompt_len
+        out = model.prefill(ctx, cache, tokens[:, :P], self.sot_index if self.sot_index < P else 0,
+                            last_mask if tokens.shape[1] <= P else self.no_suppress)
+        # Read before the graph runs again: a replayed graph's outputs are overwritten then.
+        at_sot = (model.fetch([out.logits], slot="prefill logits"), 1)
         for pos in range(P, tokens.shape[1]):
             last = pos == tokens.shape[1] - 1
-            out = self.model.step(ctx, cache, tokens[:, pos], pos, last_mask if last else self.no_suppress)
+            out = model.step(ctx, cache, tokens[:, pos], pos, last_mask if last else self.no_suppress)
             if pos == self.sot_index:
-                at_sot = out.logits.to_numpy().copy()
+                at_sot = (model.fetch([out.logits], slot="step logits"), None)
         return out, at_sot
 
-    def _no_speech(self, at_sot: np.ndarray) -> np.ndarray:
+    def _no_speech(self, at_sot: tuple[Fetch, int | None]) -> np.ndarray:
+        """at_sot: the read of the start-of-transcript logits, and their column in it (prefill)."""
+        fetched, column = at_sot
+        logits = fetched.result()[0] if column is None else fetched.result()[0][:, column]
         if self.special.no_speech is None:
-            return np.full(len(at_sot), np.nan)
-        return np.exp(log_softmax(at_sot))[:, self.special.no_speech].astype(np.float64)
+            return np.full(len(logits), np.nan)
+        return np.exp(log_softmax(logits))[:, self.special.no_speech].astype(np.float64)
 
     def _loop_on_device(self, ctx, cache, tokens: np.ndarray):
         """Greedy with the graphs picking tokens: each token goes back in as the device buffer its

@@ -155,7 +155,8 @@ class WhisperModel:
         # Replaying, a step's position is copied in on the device from this table: no host
         # allocation or host-to-device copy per step.
         self._positions = self._to_device(np.arange(self.max_seq, dtype=np.int64)) if self.replaying else None
-        self._staging: dict[tuple[int, int], Any] = {}  # (slot, output) -> pinned host buffer
+        self._staging: dict[tuple[Any, int], Any] = {}  # (slot, output) -> pinned host buffer
+        self._audio, self._audio_sent = None, None  # pinned audio for the front end, its copy's event
 
     # -- graphs ------------------------------------------------------------------------------
 
@@ -163,8 +164,26 @@ class WhisperModel:
         """windows [B, N_SAMPLES] float32 -> log-mel [B, n_mels, 3000], computed on the device by
         the front-end graph (only the reflect padding happens here)."""
         padded = np.pad(windows.astype(np.float32, copy=False), ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
+        if self.replaying and self.target.is_gpu:
+            padded = self._pinned_audio(padded)
         (mel,) = self._run("frontend", "frontend", [padded])
+        if self.replaying and self.target.is_gpu:
+            self._audio_sent = self.device.default_queue.record_event()
         return mel
+
+    def _pinned_audio(self, padded: np.ndarray) -> Any:
+        """The audio in pinned host memory, from which the copy to the device is one DMA (a
+        numpy array would go through a new device allocation and a pageable copy)."""
+        from max.driver import Buffer, Usage
+        from max.dtype import DType
+
+        if self._audio is None:
+            self._audio = Buffer(shape=padded.shape, dtype=DType.float32, device=self.device,
+                                 usage=Usage.STAGING | Usage.UNTRACKED)
+        if self._audio_sent is not None:
+            self._audio_sent.synchronize()  # the last window's audio has left
+        np.copyto(self._audio.to_numpy(), padded)
+        return self._audio
 
     def encode(self, mel: Any) -> AudioContext:
         """mel [B, n_mels, 3000] float32 (numpy, or the front end's device buffer) -> AudioContext,

@@ -120,8 +120,9 @@ class ReplayedGraph:
                 sources.append(None)
             else:
                 source = given.buffer if isinstance(given, Const) else self._buffer(given)
-                # The recording's own copy: the caller's buffer may be reused or freed.
-                own = source.copy() if not self.emulated else _copy_of(source)
+                # The recording's own copy, in device memory: the caller's buffer may be reused
+                # or freed, or be pinned host memory (which a recording must not read).
+                own = _copy_of(source) if self.emulated else _device_copy(source, self.device)
                 held.append(own)
                 sources.append(given.buffer if isinstance(given, Const) else None)
         graph_key = next(_GRAPH_KEYS)
@@ -142,3 +143,11 @@ def _copy_of(buffer: Any) -> Any:
     from max.driver import Buffer
 
     return Buffer.from_numpy(buffer.to_numpy().copy()).to(buffer.device)
+
+
+def _device_copy(buffer: Any, device: Any) -> Any:
+    from max.driver import Buffer
+
+    own = Buffer(shape=buffer.shape, dtype=buffer.dtype, device=device)
+    own.inplace_copy_from(buffer)
+    return own
