@@ -260,11 +260,6 @@ def rank(candidates: list[list[int]], sum_logprobs: list[float], length_penalty:
 # ----------------------------------------------------------------------------------------------
 # The task
 
-# Prompts this short (the start-of-transcript sequence alone) go through the step graph where
-# the model says so (replayed GPU graphs): on the H100 a replayed step of whisper tiny is ~0.27
-# ms, the prefill graph (all prompt_len positions, then a read) ~1.2 ms.
-STEPPED_PROMPT = 4
-
 
 class DecodingTask:
     """Decodes the bundle's batch of windows with one set of options."""
@@ -383,17 +378,14 @@ class DecodingTask:
         return results
 
     def _prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, last_mask: Any):
-        """The initial tokens through the prefill graph (replaying, short ones through the step
-        graph), continuing one step at a time past its fixed length; returns (the output at the last position, a read of the logits at
+        """The initial tokens through the prefill graph, continuing one step at a time past its
+        fixed length; returns (the output at the last position, a read of the logits at
         start-of-transcript, taken now and waited for only when `_no_speech` needs them)."""
         model, P = self.model, self.model.prompt_len
-        if model.stepped_prompts and tokens.shape[1] <= STEPPED_PROMPT:
-            P = 0  # a replayed step is cheaper than a prefill over all its prompt_len positions
-        else:
-            out = model.prefill(ctx, cache, tokens[:, :P], self.sot_index if self.sot_index < P else 0,
-                                last_mask if tokens.shape[1] <= P else self.no_suppress)
-            # Read before the graph runs again: a replayed graph's outputs are overwritten then.
-            at_sot = (model.fetch([out.logits], slot="prefill logits"), 1)
+        out = model.prefill(ctx, cache, tokens[:, :P], self.sot_index if self.sot_index < P else 0,
+                            last_mask if tokens.shape[1] <= P else self.no_suppress)
+        # Read before the graph runs again: a replayed graph's outputs are overwritten then.
+        at_sot = (model.fetch([out.logits], slot="prefill logits"), 1)
         for pos in range(P, tokens.shape[1]):
             last = pos == tokens.shape[1] - 1
             out = model.step(ctx, cache, tokens[:, pos], pos, last_mask if last else self.no_suppress)

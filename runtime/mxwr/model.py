@@ -149,9 +149,6 @@ class WhisperModel:
             for role in REPLAYED if self.replaying and graphs.get(role) is not None
             and not (role == "step" and self._host_position)
         }
-        # Short prompts through the step graph, not the prefill (decoding.STEPPED_PROMPT): only
-        # where graphs replay on a GPU, since the other route changes logits in the last bits.
-        self.stepped_prompts = self.replaying and self.target.is_gpu
         self._cache: KVCache | None = None  # replaying: the one cache the recordings write
         self._masks: dict[frozenset[int], Any] = {}
         self._generation = 0
