@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Hashable
 
 import numpy as np
 
@@ -224,8 +224,9 @@ class WhisperModel:
         return DecoderOutput(*self._run(
             "step", ("step", slot), [tokens, where, *self._decoder_state(ctx, cache, suppress)]))
 
-    def fetch(self, buffers: list[Any], slot: int = 0) -> Fetch:
-        """Starts copying device outputs to the host (one copy in flight per `slot`)."""
+    def fetch(self, buffers: list[Any], slot: Hashable = 0) -> Fetch:
+        """Starts copying device outputs to the host. A `slot` names one reader's staging
+        buffers: its previous result must have been read before it fetches again."""
         if not self.target.is_gpu:
             return Fetch(arrays=[b.to_numpy().copy() for b in buffers])
         from max.driver import Buffer, Usage
