@@ -30,7 +30,7 @@ def tiled_cpu_bundle(tmp_path_factory):
     original = graphs.tile_of
     graphs.tile_of = lambda dtype, device: graphs.MATMUL_TILE  # as on 16-bit GPU targets
     try:
-        build(BuildOptions(model="tiny.en", output=out, offline=True, word_timestamps=False), log=lambda _: None)
+        build(BuildOptions(model="tiny.en", output=out, offline=True), log=lambda _: None)
     finally:
         graphs.tile_of = original
     return out
@@ -54,3 +54,13 @@ def test_tiled_graphs_decode_as_the_plain_ones(tiled_cpu_bundle, tiny_bundle):
             assert a["avg_logprob"] == pytest.approx(b["avg_logprob"], rel=1e-4)
             assert a["no_speech_prob"] == pytest.approx(b["no_speech_prob"], rel=1e-3, abs=1e-6)
     assert all(r["text"] for r in tiled)
+
+
+def test_tiled_align_graph_gives_the_plain_word_times(tiled_cpu_bundle, tiny_bundle):
+    """Word timestamps read the alignment heads' cross-attention through the tiled align graph
+    (cross V transposed back for its batched matmul)."""
+    def words(bundle, **kwargs):
+        result = Transcriber(bundle, device="cpu", **kwargs).transcribe(DEV / "jfk.flac", word_timestamps=True)
+        return [(w["word"], w["start"], w["end"]) for seg in result["segments"] for w in seg["words"]]
+
+    assert words(tiled_cpu_bundle, replay="emulate") == words(tiny_bundle)
