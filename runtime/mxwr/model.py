@@ -43,7 +43,7 @@ class AudioContext:
 
     features: Any  # max.driver.Buffer [B, n_audio_ctx, d]
     cross_k: Any  # [n_layer, B, n_head, n_audio_ctx, d_head] (tile-padded on 16-bit GPU targets)
-    cross_v: Any
+    cross_v: Any  # the same, or on 16-bit GPU targets padded and transposed: [..., width, slots]
     generation: int = 0  # which encoder run made it (a replayed encoder reuses its buffers)
 
 
