@@ -112,3 +112,22 @@ def test_truncated_wav_header_is_an_error(tmp_path):
     bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00")
     with pytest.raises(AudioError, match="valid fmt and data"):
         load_audio(bad)
+
+
+@pytest.mark.parametrize("lengths", [[176000], [480000, 90], [0, 100, 479999]])
+def test_front_end_input_is_the_reflect_padded_window(lengths):
+    """The device front end's input, written in one pass, equals np.pad(reflect) of each window
+    zero-padded to 30 s, as torch.stft(center=True) of pad_or_trim(audio) sees it; rows past the
+    windows are silence, whatever the buffer held before."""
+    from mxwr.dims import N_FFT, N_SAMPLES
+    from mxwr.model import reflect_padded
+
+    rng = np.random.default_rng(len(lengths))
+    windows = [rng.standard_normal(n).astype(np.float32) for n in lengths]
+    out = rng.standard_normal((len(lengths) + 1, N_SAMPLES + N_FFT)).astype(np.float32)
+    reflect_padded(windows, out)
+    for row, window in enumerate(windows):
+        whole = np.zeros(N_SAMPLES, np.float32)
+        whole[: len(window)] = window
+        assert np.array_equal(out[row], np.pad(whole, N_FFT // 2, mode="reflect"))
+    assert not out[-1].any()

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Hashable
 
 import numpy as np
 
 from . import gpu_memory
 from .bundle import NUMPY_DTYPES, BundleReader
-from .dims import N_FFT, N_FRAMES, ModelDims
+from .dims import N_FFT, N_FRAMES, N_SAMPLES, ModelDims
 from .errors import BundleError, MxwError
 from .replay import Const, Fixed, ReplayedGraph
 from .targets import Target, select_target
@@ -26,6 +27,22 @@ from .targets import Target, select_target
 ROLES = ("frontend", "encoder", "prefill", "step", "reorder", "align")
 REPLAYED = ("frontend", "encoder", "prefill", "step", "reorder")  # align runs once per window
 REPLAY_MODES = ("auto", "off", "emulate")
+
+
+def reflect_padded(windows: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+    """out [B, N_SAMPLES + N_FFT] <- each window zero-padded to N_SAMPLES, then reflect-padded by
+    N_FFT // 2 on both sides (torch.stft(center=True) of `pad_or_trim(audio)`); rows past the
+    windows are silence. One pass over the buffer, where np.pad of a zero-filled copy takes three."""
+    h = N_FFT // 2
+    assert len(windows) <= out.shape[0] and out.shape[1] == N_SAMPLES + 2 * h, (len(windows), out.shape)
+    out[len(windows):] = 0.0
+    for row, window in enumerate(windows):
+        n = min(len(window), N_SAMPLES)
+        out[row, h : h + n] = window[:n]
+        out[row, h + n :] = 0.0
+        out[row, :h] = out[row, 2 * h : h : -1]
+        out[row, h + N_SAMPLES :] = out[row, h + N_SAMPLES - 2 : N_SAMPLES - 2 : -1]
+    return out
 
 
 @dataclass
@@ -160,29 +177,33 @@ class WhisperModel:
 
     # -- graphs ------------------------------------------------------------------------------
 
-    def log_mel(self, windows: np.ndarray) -> Any:
-        """windows [B, N_SAMPLES] float32 -> log-mel [B, n_mels, 3000], computed on the device by
-        the front-end graph (only the reflect padding happens here)."""
-        padded = np.pad(windows.astype(np.float32, copy=False), ((0, 0), (N_FFT // 2, N_FFT // 2)), mode="reflect")
+    def log_mel(self, windows: Sequence[np.ndarray]) -> Any:
+        """Up to B windows of at most N_SAMPLES float32 samples (shorter ones end in silence, missing
+        rows are silence) -> log-mel [B, n_mels, 3000], computed on the device by the front-end
+        graph. Only the reflect padding happens here, written straight into the upload buffer."""
+        shape = (self.batch, N_SAMPLES + N_FFT)
         if self.replaying and self.target.is_gpu:
-            padded = self._pinned_audio(padded)
-        (mel,) = self._run("frontend", "frontend", [padded])
+            audio = self._pinned_audio(shape)
+            reflect_padded(windows, audio.to_numpy())
+        else:
+            audio = reflect_padded(windows, np.empty(shape, np.float32))
+        (mel,) = self._run("frontend", "frontend", [audio])
         if self.replaying and self.target.is_gpu:
             self._audio_sent = self.device.default_queue.record_event()
         return mel
 
-    def _pinned_audio(self, padded: np.ndarray) -> Any:
-        """The audio in pinned host memory, from which the copy to the device is one DMA (a
-        numpy array would go through a new device allocation and a pageable copy)."""
+    def _pinned_audio(self, shape: tuple[int, int]) -> Any:
+        """The front end's input in pinned host memory, from which the copy to the device is one
+        DMA (a numpy array would go through a new device allocation and a pageable copy); free to
+        be rewritten once the last window's copy has left."""
         from max.driver import Buffer, Usage
         from max.dtype import DType
 
         if self._audio is None:
-            self._audio = Buffer(shape=padded.shape, dtype=DType.float32, device=self.device,
+            self._audio = Buffer(shape=shape, dtype=DType.float32, device=self.device,
                                  usage=Usage.STAGING | Usage.UNTRACKED)
         if self._audio_sent is not None:
-            self._audio_sent.synchronize()  # the last window's audio has left
-        np.copyto(self._audio.to_numpy(), padded)
+            self._audio_sent.synchronize()
         return self._audio
 
     def encode(self, mel: Any) -> AudioContext:

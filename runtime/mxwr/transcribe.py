@@ -116,10 +116,7 @@ class Transcriber:
         crosses to a GPU), or in numpy. Missing batch rows are silence."""
         b = self.model.batch
         if self.mel_on_device:
-            padded = np.zeros((b, N_SAMPLES), dtype=np.float32)
-            for row, w in enumerate(windows):
-                padded[row, : len(w)] = w[:N_SAMPLES]
-            return self.model.log_mel(padded)
+            return self.model.log_mel(windows)
         mels = [self.mel(w) for w in windows]
         return np.stack(mels + [np.zeros_like(mels[0])] * (b - len(mels)))
 
