@@ -240,9 +240,10 @@ def step_profile(model, positions=(1, 10, 50, 100, 200, 300, 400)) -> tuple[dict
 
 
 def kernel_profile(model, runs: int = 20) -> dict:
-    """GPU time of one decoder step and one encoder run as the sum of their kernels' durations
-    (CUPTI, through torch.profiler, which records every kernel of the process), and the kernels
-    that take most of it."""
+    """GPU time of one decoder step, one encoder run, one prefill and one front-end run (the
+    log-mel of 30 s of audio) as the sum of their kernels' durations (CUPTI, through
+    torch.profiler, which records every kernel of the process), and the kernels that take most
+    of it."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -256,8 +257,15 @@ def kernel_profile(model, runs: int = 20) -> dict:
         model.encode(mel)
         model.device.synchronize()
 
+    def prefill():
+        model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token.to_numpy()
+
+    def front_end():
+        model.log_mel([np.zeros(480_000, np.float32)])
+        model.device.synchronize()
+
     result = {}
-    for name, run in (("step", step), ("encoder", encode)):
+    for name, run in (("step", step), ("encoder", encode), ("prefill", prefill), ("front end", front_end)):
         run()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(runs):
