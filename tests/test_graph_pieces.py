@@ -123,3 +123,29 @@ def test_single_query_attention_equals_reference():
     np.testing.assert_allclose(padded, expected.transpose(0, 2, 1, 3).reshape(R, 1, H * dh), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(cache, _reference_attention(q, k[:, :, :seen], v[:, :, :seen]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(transposed, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
+    """On tiled targets a many-row product runs as two batched halves against a stacked copy of
+    the weight (MAX's own tensor-core kernel instead of cuBLAS); forced here on the CPU. Odd or
+    single rows and shapes the tiled kernel does not take keep the plain product."""
+    from max.driver import CPU
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType
+
+    from mxwc import graphs
+
+    monkeypatch.setattr(graphs, "tile_of", lambda dtype, device: graphs.MATMUL_TILE)
+    device = DeviceRef.CPU()
+    cases = [((1, 6, 128), (128, 256)), ((3, 5, 128), (128, 128)), ((1, 1, 256), (256, 128)),
+             ((2, 4, 96), (96, 128)), ((4, 160), (160, 384))]
+    types = [TensorType(DType.float32, shape, device) for case in cases for shape in case]
+    with Graph("times_weight", input_types=types) as graph:
+        values = [t.tensor for t in graph.inputs]
+        graph.output(*(graphs.times_weight(values[i], values[i + 1]) for i in range(0, len(values), 2)))
+    model = InferenceSession(devices=[CPU()]).load(graph)
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types]
+    for out, (x, w) in zip(model.execute(*arrays), zip(arrays[::2], arrays[1::2])):
+        np.testing.assert_allclose(out.to_numpy(), x @ w, rtol=1e-5, atol=1e-4)
