@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from max.dtype import DType
@@ -31,6 +32,7 @@ from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, ModelDims
 
 LN_EPS = 1e-5
 MATMUL_TILE = 128  # see `attention`
+KERNELS = Path(__file__).parent / "kernels"  # our own Mojo kernels (ops.custom), built into the graphs
 
 
 @dataclass(frozen=True)
@@ -158,27 +160,24 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
 
 def single_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None,
                            v_transposed: bool = False) -> TensorValue:
-    """`attention` for one query per head (the decoder step), q [R, H, 1, dh] over k, v
-    [R, H, S, w >= dh] (tile-padded widths are read up to dh), as float32 products and sums.
-    `v_transposed`: v arrives as [R, H, w, S], so P.V sums along rows, like q k^T.
+    """`attention` for one query per head (the decoder step on tiled targets), q [R, H, 1, dh]
+    over k, v [R, H, S, w >= dh] (tile-padded widths are read up to dh), mask [S] (0 or -inf).
+    `v_transposed`: v arrives as [R, H, w, S].
 
-    A batched matmul with one query row wastes its 128-row tile and, for P.V, runs a handful of
-    thread blocks down the whole key axis; the sums spread over every (head, key) and fuse their
-    operands' slicing and casts. P is rounded to the model dtype first, as the matmul path does.
+    One kernel of our own (kernels/attention.mojo): MAX's ops take five to seven small kernels
+    for it, and a batched matmul with one query row wastes its 128-row tile. The arithmetic is
+    float32 products and sums, softmax in float32, P rounded to the model dtype before P.V, as
+    the matmul path rounds it.
     """
     r, h, _, dh = (int(d) for d in q.shape)
-    f32 = DType.float32
-    k = k[..., :dh]
-    slots = int(k.shape[-2])
-    scores = ops.reshape(ops.sum(ops.cast(q, f32) * ops.cast(k, f32), axis=-1), [r, h, 1, slots])
-    if mask is not None:
-        scores = scores + mask
-    weights = ops.cast(ops.cast(ops.softmax(scores), v.dtype), f32)
-    if v_transposed:
-        out = ops.reshape(ops.sum(weights * ops.cast(v[:, :, :dh, :], f32), axis=-1), [r, h, 1, dh])
-    else:
-        out = ops.sum(ops.reshape(weights, [r, h, slots, 1]) * ops.cast(v[..., :dh], f32), axis=-2)
-    return ops.cast(out, v.dtype)
+    slots, k_width = int(k.shape[-2]), int(k.shape[-1])
+    v_width = int(v.shape[-2] if v_transposed else v.shape[-1])
+    if mask is None:
+        mask = ops.constant(np.zeros(slots, np.float32), DType.float32, q.device)
+    parameters = {"heads": h, "slots": slots, "dh": dh, "k_width": k_width, "v_width": v_width,
+                  "v_transposed": v_transposed}
+    out_type = TensorType(q.dtype, [r, h, 1, dh], q.device)
+    return ops.custom("mxw_single_query_attention", q.device, [q, k, v, mask], [out_type], parameters)[0]
 
 
 def split_single(x: TensorValue, n_head: int) -> TensorValue:
@@ -517,7 +516,9 @@ def step_graph(
         *caches,
         *cross,
     ]
-    with Graph("step", input_types=inputs) as graph:
+    # On tiled targets one query per row attends with our own kernel (`single_query_attention`).
+    single_query = tile_of(dtype, device) is not None
+    with Graph("step", input_types=inputs, custom_extensions=[KERNELS] if single_query else []) as graph:
         p = Params(shapes, dtype, device)
         token, position, suppress = (v.tensor for v in graph.inputs[:3])
         cache: list[BufferValue] = [v.buffer for v in graph.inputs[3 : 3 + len(caches)]]
@@ -533,9 +534,6 @@ def step_graph(
         # The new key/value goes to slot `position` by selection, not by a slice store: a slice's
         # bounds are host values, which a recorded device graph could not change.
         here = ops.reshape(slots == position, [1, 1, n_slots, 1])
-
-        # On tiled targets one query per row is cheaper as sums than as a batched matmul.
-        single_query = tile_of(dtype, device) is not None
 
         def self_attend(i: int, q, k, v):
             keys = ops.where(here, k, ops.buffer_load(cache[i]))
