@@ -36,9 +36,9 @@ PY
 # openai-whisper is not on the device image; it is pure Python (its other needs are there).
 .venv/bin/pip wheel -q --no-deps -w "$payload/wheels" openai-whisper more-itertools 2>&1 | grep -v '^WARNING: Location' || true
 cp artifacts/gpu/tiny.en-fp16.mxw artifacts/gpu/tiny.en-fp32.mxw "artifacts/gpu/tiny.en-fp16-b$BATCH.mxw" "$payload/"
-# An A/B run: an earlier fp16 bundle copied to artifacts/gpu/baseline.mxw is benchmarked (mxw
-# alone) on the same machine just before the side-by-side run.
-if [ -f artifacts/gpu/baseline.mxw ]; then cp artifacts/gpu/baseline.mxw "$payload/"; fi
+# A/B runs: fp16 bundles put in artifacts/gpu/ab/ (earlier builds, variants) are benchmarked
+# (mxw alone) on the same machine just before the side-by-side run.
+if ls artifacts/gpu/ab/*.mxw >/dev/null 2>&1; then mkdir -p "$payload/ab" && cp artifacts/gpu/ab/*.mxw "$payload/ab/"; fi
 # zstd with a 256 MB window: the bundles share their weights, so the long-range matcher packs them once.
 .venv/bin/python - <<'PY'
 import tarfile, zstandard

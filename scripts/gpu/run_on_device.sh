@@ -15,10 +15,12 @@ with zstandard.ZstdDecompressor(max_window_size=2**28).stream_reader(sys.stdin.b
 fi
 p=$work/payload
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-if [ -f "$p/baseline.mxw" ]; then
-  python3 scripts/bench_gpu.py --fp16 "$p/baseline.mxw" --engines mxw --clips "$p/clips" \
-    --out "$OUT/baseline.json" --markdown "$OUT/baseline.md" 2>&1 | tee "$OUT/baseline.log"
-fi
+for b in "$p"/ab/*.mxw; do  # A/B bundles, if any (prepare.sh)
+  [ -f "$b" ] || continue
+  n=ab-$(basename "$b" .mxw)
+  python3 scripts/bench_gpu.py --fp16 "$b" --engines mxw --clips "$p/clips" \
+    --out "$OUT/$n.json" --markdown "$OUT/$n.md" ${AB_ARGS:-} 2>&1 | tee "$OUT/$n.log"
+done
 python3 scripts/bench_gpu.py --fp16 "$p/tiny.en-fp16.mxw" --fp32 "$p/tiny.en-fp32.mxw" \
   --batch-bundle "$(ls "$p"/tiny.en-fp16-b*.mxw | head -1)" --clips "$p/clips" \
   --expected-cpu "$p/expected_cpu_tokens.json" --out "$OUT/bench_gpu.json" --markdown "$OUT/bench_gpu.md" \
