@@ -126,9 +126,10 @@ def test_single_query_attention_equals_reference():
 
 
 def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
-    """On tiled targets a many-row product runs as two batched halves against a stacked copy of
-    the weight (MAX's own tensor-core kernel instead of cuBLAS); forced here on the CPU. Odd or
-    single rows and shapes the tiled kernel does not take keep the plain product."""
+    """On tiled targets a product of a few rows runs as two batched halves against a stacked
+    copy of the weight (MAX's own tensor-core kernel instead of cuBLAS); forced here on the CPU.
+    Odd, single or many (encoder-sized) rows and shapes the tiled kernel does not take keep the
+    plain product: every case must equal numpy's."""
     from max.driver import CPU
     from max.dtype import DType
     from max.engine import InferenceSession
@@ -139,7 +140,7 @@ def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
     monkeypatch.setattr(graphs, "tile_of", lambda dtype, device: graphs.MATMUL_TILE)
     device = DeviceRef.CPU()
     cases = [((1, 6, 128), (128, 256)), ((3, 5, 128), (128, 128)), ((1, 1, 256), (256, 128)),
-             ((2, 4, 96), (96, 128)), ((4, 160), (160, 384))]
+             ((2, 4, 96), (96, 128)), ((4, 160), (160, 384)), ((2, 1100, 128), (128, 128))]
     types = [TensorType(DType.float32, shape, device) for case in cases for shape in case]
     with Graph("times_weight", input_types=types) as graph:
         values = [t.tensor for t in graph.inputs]

@@ -32,6 +32,7 @@ from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, ModelDims
 
 LN_EPS = 1e-5
 MATMUL_TILE = 128  # see `attention`
+BATCHED_ROWS = 1024  # see `times_weight`
 KERNELS = Path(__file__).parent / "kernels"  # our own Mojo kernels (ops.custom), built into the graphs
 
 
@@ -78,17 +79,20 @@ def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorVal
 def times_weight(x: TensorValue, w: TensorValue) -> TensorValue:
     """x [..., K] @ w [K, N].
 
-    On tiled targets a many-row product runs as a batch of two halves against two copies of w:
-    MAX 26.7 hands a 16-bit matmul on NVIDIA to cuBLAS, and each such call zero-fills a 32 MiB
-    workspace first (10 us, twice the matmul), with the bias a kernel of its own; its batched
-    matmul runs its own tensor-core kernel with the bias and GELU fused in. The copy of w costs
-    one small kernel. One row (the step) keeps the plain product, which MAX runs as a gemv.
+    On tiled targets a product of a few rows (the prefill's prompt, a batch's step) runs as a
+    batch of two halves against two copies of w: MAX 26.7 hands a 16-bit matmul on NVIDIA to
+    cuBLAS, and each such call zero-fills a 32 MiB workspace first (10 us, more than the matmul
+    of a few rows), with the bias a kernel of its own; its batched matmul runs its own
+    tensor-core kernel with the bias and GELU fused in, for the cost of copying w (one small
+    kernel). The encoder's 1500 rows stay with cuBLAS, which is faster there even with its
+    memset (H100: the batched kernel took as long for 384-wide outputs and 30% longer for the
+    MLP's 1536-wide ones). One row (the step) keeps the plain product, which MAX runs as a gemv.
     """
     rows = int(np.prod([int(d) for d in x.shape[:-1]]))
     k, n = (int(d) for d in w.shape)
     # The batched tiled kernel's own conditions (N a multiple of the tile, K of 32 and >= 128).
     tiled = tile_of(x.dtype, x.device) is not None and n % MATMUL_TILE == 0 and k % 32 == 0 and k >= MATMUL_TILE
-    if not tiled or rows < 2 or rows % 2:
+    if not tiled or rows < 2 or rows % 2 or rows > BATCHED_ROWS:
         return x @ w
     pair = ops.concat([ops.unsqueeze(w, 0), ops.unsqueeze(w, 0)], axis=0)
     y = ops.reshape(x, [2, rows // 2, k]) @ pair
