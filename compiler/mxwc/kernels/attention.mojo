@@ -14,9 +14,10 @@ from max.gpu.host import DeviceContext
 from max.gpu.primitives import warp
 from std.math import exp
 from std.memory import stack_allocation
+from std.sys import size_of
 from std.utils.numerics import neg_inf
 
-comptime THREADS = 256
+comptime THREADS = 512  # one block per (row, head): many loads in flight, registers to spare
 comptime WARPS = THREADS // 32
 comptime F32 = DType.float32
 
@@ -30,27 +31,32 @@ def attend_gpu[
     v: UnsafePointer[Scalar[dtype], MutAnyOrigin],
     mask: UnsafePointer[Float32, MutAnyOrigin],
 ):
+    # Every global read is an aligned 16-byte vector (rows and offsets are multiples of 16 bytes):
+    # one block per head has few warps to hide memory latency with.
+    comptime VEC = 16 // size_of[dtype]()
+    comptime ALIGN_F32 = VEC * 4
+    comptime assert dh % VEC == 0 and k_width % VEC == 0 and v_width % VEC == 0 and slots % VEC == 0
     var rh = Int(block_idx.x)  # row * heads + head
     var tid = Int(thread_idx.x)
     var lane = tid % 32
     var wid = tid // 32
-    var qs = stack_allocation[dh, Float32, address_space=AddressSpace.SHARED]()
-    var p = stack_allocation[slots, Float32, address_space=AddressSpace.SHARED]()
-    var scratch = stack_allocation[THREADS, Float32, address_space=AddressSpace.SHARED]()
+    var qs = stack_allocation[dh, Float32, alignment=ALIGN_F32, address_space=AddressSpace.SHARED]()
+    var p = stack_allocation[slots, Float32, alignment=ALIGN_F32, address_space=AddressSpace.SHARED]()
+    var scratch = stack_allocation[WARPS * dh, Float32, alignment=ALIGN_F32, address_space=AddressSpace.SHARED]()
     if tid < dh:
         qs[tid] = q[rh * dh + tid].cast[F32]()
     barrier()
 
-    # Scores, a thread per key slot; masked slots are not read.
+    # Scores, a thread per key slot (its row read as whole vectors); masked slots are not read.
     var kb = k + rh * slots * k_width
     var top = neg_inf[F32]()
     for j in range(tid, slots, THREADS):
         var s = mask[j]
         if s > neg_inf[F32]():
-            var acc: Float32 = 0
-            for d in range(dh):
-                acc += qs[d] * kb[j * k_width + d].cast[F32]()
-            s += acc
+            var acc = SIMD[F32, VEC](0)
+            comptime for c in range(dh // VEC):
+                acc += (qs + c * VEC).load[width=VEC, alignment=ALIGN_F32]() * (kb + j * k_width + c * VEC).load[width=VEC, alignment=16]().cast[F32]()
+            s += acc.reduce_add()
         p[j] = s
         top = max(top, s)
     top = warp.max(top)
@@ -76,37 +82,50 @@ def attend_gpu[
         total += scratch[i]
     barrier()
     for j in range(tid, slots, THREADS):
-        p[j] = (p[j] / total).cast[dtype]().cast[F32]()
+        p[j] = (p[j] / total).cast[dtype]().cast[F32]()  # rounded to the model dtype, as P is
     barrier()
 
     var vb = v + rh * slots * v_width
     comptime if v_transposed:
-        # v [width, slots]: a warp per output column, its lanes along the slots (coalesced).
+        # v [width, slots]: a warp per output column, each lane a vector of slots at a time;
+        # the slot loop unrolled, so a lane has all its loads in flight at once.
+        comptime steps = slots // (32 * VEC)
+        comptime assert slots % (32 * VEC) == 0
         for d in range(wid, dh, WARPS):
-            var acc: Float32 = 0
-            for j in range(lane, slots, 32):
-                var pj = p[j]
-                if pj != 0:
-                    acc += pj * vb[d * slots + j].cast[F32]()
-            acc = warp.sum(acc)
+            var acc = SIMD[F32, VEC](0)
+            comptime for i in range(steps):
+                var j = (i * 32 + lane) * VEC
+                acc += (p + j).load[width=VEC, alignment=ALIGN_F32]() * (vb + d * slots + j).load[width=VEC, alignment=16]().cast[F32]()
+            var column = warp.sum(acc.reduce_add())
             if lane == 0:
-                dst[rh * dh + d] = acc.cast[dtype]()
+                dst[rh * dh + d] = column.cast[dtype]()
     else:
-        # v [slots, width]: thread (group, d) sums its group's slots; then the groups add up.
-        comptime groups = THREADS // dh
-        var d = tid % dh
-        var g = tid // dh
-        if g < groups:
-            var acc: Float32 = 0
-            for j in range(g, slots, groups):
-                var pj = p[j]
-                if pj != 0:
-                    acc += pj * vb[j * v_width + d].cast[F32]()
-            scratch[g * dh + d] = acc
+        # v [slots, width]: thread (group, chunk) sums a vector of columns over its group's
+        # slots, skipping zero weights (the cache past the position). A warp holds 32 // chunks
+        # groups: they add up by shuffles, then the warps through shared memory.
+        comptime chunks = dh // VEC
+        comptime groups = THREADS // chunks
+        comptime assert 32 % chunks == 0
+        var c = tid % chunks
+        var g = tid // chunks
+        var acc = SIMD[F32, VEC](0)
+        for j in range(g, slots, groups):
+            var pj = p[j]
+            if pj != 0:
+                acc += pj * (vb + j * v_width + c * VEC).load[width=VEC, alignment=16]().cast[F32]()
+        comptime for e in range(VEC):
+            var x = acc[e]
+            var offset = chunks
+            while offset < 32:
+                x += warp.shuffle_xor(x, UInt32(offset))
+                offset *= 2
+            acc[e] = x
+        if lane < chunks:
+            (scratch + wid * dh + c * VEC).store[alignment=ALIGN_F32](acc)
         barrier()
         if tid < dh:
             var o: Float32 = 0
-            for i in range(groups):
+            for i in range(WARPS):
                 o += scratch[i * dh + tid]
             dst[rh * dh + tid] = o.cast[dtype]()
 
@@ -177,6 +196,7 @@ struct SingleQueryAttention:
     ) raises:
         comptime dtype = output.dtype
         comptime assert dh <= THREADS and THREADS % dh == 0, "head width must divide the block"
+        comptime assert target == "cpu" or dtype.is_half_float(), "the GPU kernel is for 16-bit targets"
         var blocks = q.dim_size(0) * heads
         comptime if target == "gpu":
             comptime kernel = attend_gpu[dtype, slots, dh, k_width, v_width, v_transposed]
