@@ -89,20 +89,20 @@ def test_tile_padded_attention_equals_plain_attention():
 
 
 def test_single_query_attention_equals_reference():
-    """The step on tiled GPU targets attends with our own kernel (its CPU implementation here):
-    one query per head over stored keys/values that may be padded (wider heads, masked slots),
-    and over a cache whose later slots a position mask hides."""
+    """The step on tiled GPU targets attends as sums, not batched matmuls: one query per head
+    over stored keys/values that may be padded (wider heads, masked slots), and over a cache
+    whose later slots a position mask hides."""
     from max.driver import CPU
     from max.dtype import DType
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType, ops
 
-    from mxwc.graphs import KERNELS, key_mask, merge_single, pad_to, round_up, single_query_attention, split_single
+    from mxwc.graphs import key_mask, merge_single, pad_to, round_up, single_query_attention, split_single
 
     R, H, S, dh, tile, seen = 2, 3, 21, 8, 16, 13
     device = DeviceRef.CPU()
     types = [TensorType(DType.float32, shape, device) for shape in ([R, 1, H * dh], [R, H, S, dh], [R, H, S, dh])]
-    with Graph("single_query_attention", input_types=types, custom_extensions=[KERNELS]) as graph:
+    with Graph("single_query_attention", input_types=types) as graph:
         x, k, v = (t.tensor for t in graph.inputs)
         q = split_single(x, H)
         stored_k = pad_to(pad_to(k, -1, tile), -2, round_up(S, tile))
@@ -126,10 +126,9 @@ def test_single_query_attention_equals_reference():
 
 
 def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
-    """On tiled targets a product of a few rows runs as two batched halves against a stacked
-    copy of the weight (MAX's own tensor-core kernel instead of cuBLAS); forced here on the CPU.
-    Odd, single or many (encoder-sized) rows and shapes the tiled kernel does not take keep the
-    plain product: every case must equal numpy's."""
+    """On tiled targets a many-row product runs as two batched halves against a stacked copy of
+    the weight (MAX's own tensor-core kernel instead of cuBLAS); forced here on the CPU. Odd or
+    single rows and shapes the tiled kernel does not take keep the plain product."""
     from max.driver import CPU
     from max.dtype import DType
     from max.engine import InferenceSession
@@ -140,7 +139,7 @@ def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
     monkeypatch.setattr(graphs, "tile_of", lambda dtype, device: graphs.MATMUL_TILE)
     device = DeviceRef.CPU()
     cases = [((1, 6, 128), (128, 256)), ((3, 5, 128), (128, 128)), ((1, 1, 256), (256, 128)),
-             ((2, 4, 96), (96, 128)), ((4, 160), (160, 384)), ((2, 1100, 128), (128, 128))]
+             ((2, 4, 96), (96, 128)), ((4, 160), (160, 384))]
     types = [TensorType(DType.float32, shape, device) for case in cases for shape in case]
     with Graph("times_weight", input_types=types) as graph:
         values = [t.tensor for t in graph.inputs]
@@ -150,32 +149,3 @@ def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
     arrays = [rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types]
     for out, (x, w) in zip(model.execute(*arrays), zip(arrays[::2], arrays[1::2])):
         np.testing.assert_allclose(out.to_numpy(), x @ w, rtol=1e-5, atol=1e-4)
-
-
-def test_single_query_attention_rounds_like_the_16_bit_graph():
-    """In float16 the kernel computes as the 16-bit step must: float32 scores and softmax from
-    the float16 operands, P rounded to float16 before P.V, the float32 sum rounded to float16."""
-    from max.driver import CPU
-    from max.dtype import DType
-    from max.engine import InferenceSession
-    from max.graph import DeviceRef, Graph, TensorType
-
-    from mxwc.graphs import KERNELS, key_mask, single_query_attention
-
-    R, H, S, dh, seen = 1, 2, 48, 16, 37
-    device = DeviceRef.CPU()
-    types = [TensorType(DType.float16, shape, device) for shape in ([R, H, 1, dh], [R, H, S, dh], [R, H, S, dh])]
-    with Graph("single_query_fp16", input_types=types, custom_extensions=[KERNELS]) as graph:
-        q, k, v = (t.tensor for t in graph.inputs)
-        graph.output(single_query_attention(q, k, v, key_mask(seen, S, device)))
-    model = InferenceSession(devices=[CPU()]).load(graph)
-    rng = np.random.default_rng(4)
-    q, k, v = (rng.standard_normal([int(d) for d in t.shape]).astype(np.float16) for t in types)
-    (out,) = (o.to_numpy() for o in model.execute(q, k, v))
-    scores = (q.astype(np.float32) * k[:, :, :seen].astype(np.float32)).sum(-1)  # [R, H, seen]
-    e = np.exp(scores - scores.max(-1, keepdims=True))
-    p = (e / e.sum(-1, keepdims=True)).astype(np.float16).astype(np.float32)
-    expected = (p[..., None] * v[:, :, :seen].astype(np.float32)).sum(-2)[:, :, None, :].astype(np.float16)
-    assert out.dtype == np.float16 and out.shape == (R, H, 1, dh)
-    # float32 sums in another order may move a result by one float16 step, no more.
-    assert np.abs(out.astype(np.float32) - expected.astype(np.float32)).max() <= np.spacing(np.abs(expected).max())

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from max.dtype import DType
@@ -32,8 +31,6 @@ from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, ModelDims
 
 LN_EPS = 1e-5
 MATMUL_TILE = 128  # see `attention`
-BATCHED_ROWS = 1024  # see `times_weight`
-KERNELS = Path(__file__).parent / "kernels"  # our own Mojo kernels (ops.custom), built into the graphs
 
 
 @dataclass(frozen=True)
@@ -79,20 +76,20 @@ def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorVal
 def times_weight(x: TensorValue, w: TensorValue) -> TensorValue:
     """x [..., K] @ w [K, N].
 
-    On tiled targets a product of a few rows (the prefill's prompt, a batch's step) runs as a
-    batch of two halves against two copies of w: MAX 26.7 hands a 16-bit matmul on NVIDIA to
-    cuBLAS, and each such call zero-fills a 32 MiB workspace first (10 us, more than the matmul
-    of a few rows), with the bias a kernel of its own; its batched matmul runs its own
-    tensor-core kernel with the bias and GELU fused in, for the cost of copying w (one small
-    kernel). The encoder's 1500 rows stay with cuBLAS, which is faster there even with its
-    memset (H100: the batched kernel took as long for 384-wide outputs and 30% longer for the
-    MLP's 1536-wide ones). One row (the step) keeps the plain product, which MAX runs as a gemv.
+    On tiled targets a many-row product runs as a batch of two halves against two copies of w:
+    MAX 26.7 hands a 16-bit matmul on NVIDIA to cuBLAS, and each such call zero-fills a 32 MiB
+    workspace first (10 us, twice the matmul), with the bias a kernel of its own; its batched
+    matmul runs its own tensor-core kernel with the bias and GELU fused in. The copy of w costs
+    one small kernel. On the H100 the prefill (32 rows) went from 835 to 645 us of GPU time and
+    from 206 to 146 kernels; the encoder (1500 rows) from 1280 to 1250 us (its kernel is slower
+    than cuBLAS's, but without the memsets). One row (the step) keeps the plain product, which
+    MAX runs as a gemv.
     """
     rows = int(np.prod([int(d) for d in x.shape[:-1]]))
     k, n = (int(d) for d in w.shape)
     # The batched tiled kernel's own conditions (N a multiple of the tile, K of 32 and >= 128).
     tiled = tile_of(x.dtype, x.device) is not None and n % MATMUL_TILE == 0 and k % 32 == 0 and k >= MATMUL_TILE
-    if not tiled or rows < 2 or rows % 2 or rows > BATCHED_ROWS:
+    if not tiled or rows < 2 or rows % 2:
         return x @ w
     pair = ops.concat([ops.unsqueeze(w, 0), ops.unsqueeze(w, 0)], axis=0)
     y = ops.reshape(x, [2, rows // 2, k]) @ pair
@@ -164,24 +161,27 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
 
 def single_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None,
                            v_transposed: bool = False) -> TensorValue:
-    """`attention` for one query per head (the decoder step on tiled targets), q [R, H, 1, dh]
-    over k, v [R, H, S, w >= dh] (tile-padded widths are read up to dh), mask [S] (0 or -inf).
-    `v_transposed`: v arrives as [R, H, w, S].
+    """`attention` for one query per head (the decoder step), q [R, H, 1, dh] over k, v
+    [R, H, S, w >= dh] (tile-padded widths are read up to dh), as float32 products and sums.
+    `v_transposed`: v arrives as [R, H, w, S], so P.V sums along rows, like q k^T.
 
-    One kernel of our own (kernels/attention.mojo): MAX's ops take five to seven small kernels
-    for it, and a batched matmul with one query row wastes its 128-row tile. The arithmetic is
-    float32 products and sums, softmax in float32, P rounded to the model dtype before P.V, as
-    the matmul path rounds it.
+    A batched matmul with one query row wastes its 128-row tile and, for P.V, runs a handful of
+    thread blocks down the whole key axis; the sums spread over every (head, key) and fuse their
+    operands' slicing and casts. P is rounded to the model dtype first, as the matmul path does.
     """
     r, h, _, dh = (int(d) for d in q.shape)
-    slots, k_width = int(k.shape[-2]), int(k.shape[-1])
-    v_width = int(v.shape[-2] if v_transposed else v.shape[-1])
-    if mask is None:
-        mask = ops.constant(np.zeros(slots, np.float32), DType.float32, q.device)
-    parameters = {"heads": h, "slots": slots, "dh": dh, "k_width": k_width, "v_width": v_width,
-                  "v_transposed": v_transposed}
-    out_type = TensorType(q.dtype, [r, h, 1, dh], q.device)
-    return ops.custom("mxw_single_query_attention", q.device, [q, k, v, mask], [out_type], parameters)[0]
+    f32 = DType.float32
+    k = k[..., :dh]
+    slots = int(k.shape[-2])
+    scores = ops.reshape(ops.sum(ops.cast(q, f32) * ops.cast(k, f32), axis=-1), [r, h, 1, slots])
+    if mask is not None:
+        scores = scores + mask
+    weights = ops.cast(ops.cast(ops.softmax(scores), v.dtype), f32)
+    if v_transposed:
+        out = ops.reshape(ops.sum(weights * ops.cast(v[:, :, :dh, :], f32), axis=-1), [r, h, 1, dh])
+    else:
+        out = ops.sum(ops.reshape(weights, [r, h, slots, 1]) * ops.cast(v[..., :dh], f32), axis=-2)
+    return ops.cast(out, v.dtype)
 
 
 def split_single(x: TensorValue, n_head: int) -> TensorValue:
@@ -520,9 +520,7 @@ def step_graph(
         *caches,
         *cross,
     ]
-    # On tiled targets one query per row attends with our own kernel (`single_query_attention`).
-    single_query = tile_of(dtype, device) is not None
-    with Graph("step", input_types=inputs, custom_extensions=[KERNELS] if single_query else []) as graph:
+    with Graph("step", input_types=inputs) as graph:
         p = Params(shapes, dtype, device)
         token, position, suppress = (v.tensor for v in graph.inputs[:3])
         cache: list[BufferValue] = [v.buffer for v in graph.inputs[3 : 3 + len(caches)]]
@@ -538,6 +536,9 @@ def step_graph(
         # The new key/value goes to slot `position` by selection, not by a slice store: a slice's
         # bounds are host values, which a recorded device graph could not change.
         here = ops.reshape(slots == position, [1, 1, n_slots, 1])
+
+        # On tiled targets one query per row is cheaper as sums than as a batched matmul.
+        single_query = tile_of(dtype, device) is not None
 
         def self_attend(i: int, q, k, v):
             keys = ops.where(here, k, ops.buffer_load(cache[i]))
