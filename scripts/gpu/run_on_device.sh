@@ -15,12 +15,17 @@ with zstandard.ZstdDecompressor(max_window_size=2**28).stream_reader(sys.stdin.b
 fi
 p=$work/payload
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
-for b in "$p"/ab/*.mxw; do  # A/B bundles, if any (prepare.sh)
+for b in "$p"/ab/*.mxw; do  # A/B bundles, if any (prepare.sh); batch bundles (*-b<N>*) for throughput
   [ -f "$b" ] || continue
   n=ab-$(basename "$b" .mxw)
-  python3 scripts/bench_gpu.py --fp16 "$b" --engines mxw --clips "$p/clips" \
+  case "$(basename "$b")" in
+    *-b[0-9]*) bundles=(--fp16 "$p/tiny.en-fp16.mxw" --batch-bundle "$b") ;;
+    *) bundles=(--fp16 "$b") ;;
+  esac
+  python3 scripts/bench_gpu.py "${bundles[@]}" --engines mxw --clips "$p/clips" \
     --out "$OUT/$n.json" --markdown "$OUT/$n.md" ${AB_ARGS:-} 2>&1 | tee "$OUT/$n.log"
 done
+[ -n "${AB_ONLY:-}" ] && exit 0  # the A/B bundles alone
 python3 scripts/bench_gpu.py --fp16 "$p/tiny.en-fp16.mxw" --fp32 "$p/tiny.en-fp32.mxw" \
   --batch-bundle "$(ls "$p"/tiny.en-fp16-b*.mxw | head -1)" --clips "$p/clips" \
   --expected-cpu "$p/expected_cpu_tokens.json" --out "$OUT/bench_gpu.json" --markdown "$OUT/bench_gpu.md" \
