@@ -38,6 +38,7 @@ from benchlib import median_time
 
 ROOT = Path(__file__).resolve().parent.parent
 N_WINDOWS = 64
+PROMPT = [50257, 50362]  # tiny.en's <|startoftranscript|><|notimestamps|>
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ def kernel_profile(model, runs: int = 20) -> dict:
         model.device.synchronize()
 
     def prefill():
-        model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token.to_numpy()
+        model.prefill(ctx, cache, np.array([PROMPT] * model.rows), 0, decoder.suppress_first).token.to_numpy()
 
     def front_end():
         model.log_mel([np.zeros(480_000, np.float32)])
@@ -292,7 +293,7 @@ def _decoder_ready(model):
     ctx = model.encode(mel)
     decoder = DecodingTask(model, _special(model), DecodingOptions(without_timestamps=True))
     cache = model.new_cache()
-    token = model.prefill(ctx, cache, np.array([[50257, 50362]] * model.rows), 0, decoder.suppress_first).token
+    token = model.prefill(ctx, cache, np.array([PROMPT] * model.rows), 0, decoder.suppress_first).token
     return mel, ctx, decoder, cache, token
 
 

@@ -11,8 +11,8 @@ per run instead of one per kernel.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Hashable
 
 import numpy as np
