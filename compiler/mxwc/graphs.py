@@ -80,10 +80,10 @@ def times_weight(x: TensorValue, w: TensorValue) -> TensorValue:
     of w: MAX 26.7 hands a 16-bit matmul on NVIDIA to cuBLAS, and each such call zero-fills a
     32 MiB workspace first (10 us, twice the matmul), with the bias a kernel of its own; its
     batched matmul runs its own tensor-core kernel with the bias and GELU fused in. The copy of
-    w costs one small kernel. On the H100 the prefill (32 rows) went from 835 to 645 us of GPU time and
-    from 206 to 146 kernels; the encoder (1500 rows) from 1280 to 1250 us (its kernel is slower
-    than cuBLAS's, but without the memsets). One row (the step) keeps the plain product, which
-    MAX runs as a gemv.
+    w costs one small kernel. On the H100 the prefill (32 rows) went from 835 to 645 us of GPU
+    time and from 206 to 146 kernels; the encoder (1500 rows) from 1280 to 1250 us (its kernel is
+    slower than cuBLAS's, but without the memsets). One row (the step) keeps the plain product,
+    which MAX runs as a gemv.
     """
     rows = int(np.prod([int(d) for d in x.shape[:-1]]))
     k, n = (int(d) for d in w.shape)

@@ -192,16 +192,19 @@ class WhisperModel:
             self._audio_sent = self.device.default_queue.record_event()
         return mel
 
-    def _pinned_audio(self, shape: tuple[int, int]) -> Any:
-        """The front end's input in pinned host memory, from which the copy to the device is one
-        DMA (a numpy array would go through a new device allocation and a pageable copy); free to
-        be rewritten once the last window's copy has left."""
+    def _pinned(self, shape: Any, dtype: Any) -> Any:
+        """A pinned host buffer: copies between it and the device are one DMA each way (a numpy
+        array goes through a new allocation and a pageable copy)."""
         from max.driver import Buffer, Usage
+
+        return Buffer(shape=shape, dtype=dtype, device=self.device, usage=Usage.STAGING | Usage.UNTRACKED)
+
+    def _pinned_audio(self, shape: tuple[int, int]) -> Any:
+        """The front end's input, pinned; free to be rewritten once the last window's copy has left."""
         from max.dtype import DType
 
         if self._audio is None:
-            self._audio = Buffer(shape=shape, dtype=DType.float32, device=self.device,
-                                 usage=Usage.STAGING | Usage.UNTRACKED)
+            self._audio = self._pinned(shape, DType.float32)
         if self._audio_sent is not None:
             self._audio_sent.synchronize()
         return self._audio
@@ -250,14 +253,11 @@ class WhisperModel:
         buffers: its previous result must have been read before it fetches again."""
         if not self.target.is_gpu:
             return Fetch(arrays=[b.to_numpy().copy() for b in buffers])
-        from max.driver import Buffer, Usage
-
         staging = []
         for i, b in enumerate(buffers):
             host = self._staging.get((slot, i))
             if host is None or tuple(host.shape) != tuple(b.shape) or host.dtype != b.dtype:
-                host = Buffer(shape=b.shape, dtype=b.dtype, device=self.device, usage=Usage.STAGING | Usage.UNTRACKED)
-                self._staging[(slot, i)] = host
+                host = self._staging[(slot, i)] = self._pinned(b.shape, b.dtype)
             host.inplace_copy_from(b)
             staging.append(host)
         return Fetch(staging=staging, event=self.device.default_queue.record_event())
