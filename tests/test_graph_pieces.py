@@ -149,3 +149,83 @@ def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
     arrays = [rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types]
     for out, (x, w) in zip(model.execute(*arrays), zip(arrays[::2], arrays[1::2])):
         np.testing.assert_allclose(out.to_numpy(), x @ w, rtol=1e-5, atol=1e-4)
+
+
+def test_logits_kernel_equals_the_graph_ops(monkeypatch):
+    """On tiled targets the logits and the greedy token come from our own kernels (their CPU
+    implementation here): the products rounded to the model dtype, the lowest id among equal
+    best logits, suppressed ids never chosen, the log-probability of the choice; and where
+    they do not fit (too many rows) the graph ops, which must agree."""
+    from max.driver import CPU
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType
+
+    from mxwc import graphs
+
+    monkeypatch.setattr(graphs, "tile_of", lambda dtype, device: graphs.MATMUL_TILE)
+    V, d = 700, 256
+    device = DeviceRef.CPU()
+    rng = np.random.default_rng(5)
+    for dtype, np_dtype in ((DType.float32, np.float32), (DType.float16, np.float16)):
+        embedding = (rng.standard_normal((V, d)) * 0.1).astype(np_dtype)
+        x = rng.standard_normal((4, d)).astype(np_dtype)
+        embedding[[130, 620]] = x[0] * 0.5  # a tie at row 0's top: the lower id wins
+        embedding[[7]] = x[1] * 0.5  # row 1's top, suppressed below
+        wide = graphs.LOGITS_SHARED_FLOATS // d + 1  # more rows than the kernel takes
+        assert not graphs.logits_kernel_fits(wide, d, dtype, device) and graphs.logits_kernel_fits(4, d, dtype, device)
+        types = [TensorType(dtype, [4, d], device), TensorType(DType.float32, [V], device),
+                 TensorType(dtype, [wide, d], device)]
+        with Graph(f"logits_{dtype}", input_types=types, custom_extensions=[graphs.KERNELS]) as graph:
+            p = graphs.Params({"decoder.token_embedding.weight": (V, d)}, dtype, device)
+            rows, suppress, many = (t.tensor for t in graph.inputs)
+            graph.output(*graphs.logits_and_greedy(p, rows, suppress), *graphs.logits_and_greedy(p, many, suppress))
+        model = InferenceSession(devices=[CPU()]).load(graph, weights_registry={"decoder.token_embedding.weight": embedding})
+        suppress = np.zeros(V, np.float32)
+        suppress[[7, 300]] = -np.inf
+        many = np.concatenate([x] * (wide // 4 + 1))[:wide]
+        logits, token, logprob, logits_ops, token_ops, logprob_ops = (o.to_numpy() for o in model.execute(x, suppress, many))
+
+        expected = (x.astype(np.float32) @ embedding.astype(np.float32).T).astype(np_dtype).astype(np.float32)
+        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+        filtered = expected + suppress
+        want = filtered.argmax(-1)  # numpy's argmax: the first of equal maxima
+        assert want[0] == 130 and want[1] != 7
+        assert token.tolist() == want.tolist() == token_ops[:4].tolist()
+        top = filtered.max(-1, keepdims=True)
+        np.testing.assert_allclose(logprob, -np.log(np.exp(filtered - top).sum(-1)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(logits_ops[:4], logits, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(logprob_ops[:4], logprob, rtol=1e-5, atol=1e-6)
+
+
+def test_cache_write_kernel_writes_one_slot_in_place():
+    """The step's cache write on tiled targets: the new key and value land at the position read
+    on the device; every other slot of both caches keeps what it held."""
+    from max.driver import CPU, Buffer
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import BufferType, DeviceRef, Graph, TensorType, ops
+
+    from mxwc.graphs import KERNELS
+
+    R, H, S, dh = 2, 3, 10, 4
+    device = DeviceRef.CPU()
+    types = [BufferType(DType.float16, [R, H, S, dh], device), BufferType(DType.float16, [R, H, S, dh], device),
+             TensorType(DType.float16, [R, H, 1, dh], device), TensorType(DType.float16, [R, H, 1, dh], device),
+             TensorType(DType.int64, [1], device)]
+    with Graph("cache_write", input_types=types, custom_extensions=[KERNELS]) as graph:
+        keys, values = graph.inputs[0].buffer, graph.inputs[1].buffer
+        k, v, position = (t.tensor for t in graph.inputs[2:])
+        ops.inplace_custom("mxw_cache_write", device, [keys, values, k, v, position],
+                           parameters={"rows_heads": R * H, "slots": S, "dh": dh})
+        graph.output(ops.buffer_load(keys) + ops.buffer_load(values))  # read after the write
+    model = InferenceSession(devices=[CPU()]).load(graph)
+    rng = np.random.default_rng(6)
+    key_cache, value_cache = (rng.standard_normal((R, H, S, dh)).astype(np.float16) for _ in range(2))
+    k, v = (rng.standard_normal((R, H, 1, dh)).astype(np.float16) for _ in range(2))
+    buffers = [Buffer.from_numpy(key_cache.copy()), Buffer.from_numpy(value_cache.copy())]
+    (both,) = model.execute(*buffers, k, v, np.array([6], np.int64))
+    key_cache[:, :, 6:7], value_cache[:, :, 6:7] = k, v
+    np.testing.assert_array_equal(buffers[0].to_numpy(), key_cache)
+    np.testing.assert_array_equal(buffers[1].to_numpy(), value_cache)
+    np.testing.assert_array_equal(both.to_numpy(), key_cache + value_cache)

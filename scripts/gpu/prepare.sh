@@ -11,7 +11,7 @@ mkdir -p artifacts/gpu
 
 build() {  # build OUT ARGS... (skipped when OUT exists and is newer than the compiler sources)
   local out=$1; shift
-  if [ -f "$out" ] && [ -z "$(find compiler runtime -name '*.py' -newer "$out")" ]; then return; fi
+  if [ -f "$out" ] && [ -z "$(find compiler runtime \( -name '*.py' -o -name '*.mojo' \) -newer "$out")" ]; then return; fi
   .venv/bin/mxwc build --model tiny.en --offline --no-word-timestamps "$@" -o "$out"
 }
 build artifacts/gpu/tiny.en-fp16.mxw --target "cuda:$ARCH" --dtype float16
