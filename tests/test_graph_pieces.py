@@ -172,7 +172,7 @@ def test_logits_kernel_equals_the_graph_ops(monkeypatch):
         x = rng.standard_normal((4, d)).astype(np_dtype)
         embedding[[130, 620]] = x[0] * 0.5  # a tie at row 0's top: the lower id wins
         embedding[[7]] = x[1] * 0.5  # row 1's top, suppressed below
-        wide = graphs.LOGITS_SHARED_FLOATS // d + 1  # more rows than the kernel takes
+        wide = graphs.LOGITS_MAX_ROWS + 2  # more rows than the kernel takes
         assert not graphs.logits_kernel_fits(wide, d, dtype, device) and graphs.logits_kernel_fits(4, d, dtype, device)
         types = [TensorType(dtype, [4, d], device), TensorType(DType.float32, [V], device),
                  TensorType(dtype, [wide, d], device)]

@@ -33,7 +33,7 @@ from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, ModelDims
 LN_EPS = 1e-5
 MATMUL_TILE = 128  # see `attention`
 KERNELS = Path(__file__).parent / "kernels"  # our own Mojo kernels (ops.custom), built into the graphs
-LOGITS_SHARED_FLOATS = 8192  # the logits kernel keeps x [rows, d] in float32 shared memory
+LOGITS_MAX_ROWS = 4  # see `logits_and_greedy`
 
 
 @dataclass(frozen=True)
@@ -455,9 +455,11 @@ def greedy(logits: TensorValue, suppress: TensorValue) -> tuple[TensorValue, Ten
 def logits_and_greedy(p: Params, x: TensorValue, suppress: TensorValue) -> tuple[TensorValue, TensorValue, TensorValue]:
     """Final hidden states x [R, d] -> (logits [R, V] f32, greedy token [R], its log-probability [R]).
 
-    On tiled targets, two kernels of our own (kernels/logits.mojo) instead of MAX's split-K gemv
-    and the three reductions of `greedy`: the same arithmetic (float32 sums rounded to the model
-    dtype; the lowest id of the largest filtered logit), 49 -> ~20 us a step on the H100.
+    On tiled targets, for a few rows, two kernels of our own (kernels/logits.mojo) instead of
+    MAX's split-K gemv and the three reductions of `greedy`: the same arithmetic (float32 sums
+    rounded to the model dtype; the lowest id of the largest filtered logit). On the H100 a
+    batch-1 step's 49 us for these became 30 us. Its sums run on CUDA cores, so a batch's 16 or
+    more rows stay with MAX's matmul (the kernel made batch-16 throughput 18% lower).
     """
     rows, d = (int(n) for n in x.shape)
     embedding = p("decoder.token_embedding.weight")
@@ -471,7 +473,7 @@ def logits_and_greedy(p: Params, x: TensorValue, suppress: TensorValue) -> tuple
                  TensorType(f32, [rows], x.device), TensorType(f32, [rows, blocks], x.device),
                  TensorType(DType.int32, [rows, blocks], x.device)]
     outputs = ops.custom("mxw_logits_greedy", x.device, [x, embedding, suppress], out_types,
-                         {"rows": rows, "d": d, "vocab": vocab})
+                         {"rows": rows, "d": d, "vocab": vocab, "per_block": LOGIT_ROWS_PER_BLOCK})
     return outputs[0].tensor, outputs[1].tensor, outputs[2].tensor
 
 
@@ -481,10 +483,12 @@ def uses_kernels(dtype: DType, device: DeviceRef) -> bool:
 
 
 def logits_kernel_fits(rows: int, d: int, dtype: DType, device: DeviceRef) -> bool:
-    return uses_kernels(dtype, device) and d % MATMUL_TILE == 0 and rows * d <= LOGITS_SHARED_FLOATS
+    return uses_kernels(dtype, device) and d % MATMUL_TILE == 0 and rows <= LOGITS_MAX_ROWS
 
 
-LOGIT_ROWS_PER_BLOCK = 64  # kernels/logits.mojo's PER_BLOCK: the per-block results' count
+# Embedding rows per 256-thread block of the logits kernel: 4 for each of its 16-lane groups,
+# whose loads are all in flight before any sum.
+LOGIT_ROWS_PER_BLOCK = 64
 
 
 def decoder_input_types(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef):

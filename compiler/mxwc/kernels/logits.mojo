@@ -25,14 +25,12 @@ comptime F32 = DType.float32
 comptime LOGIT_THREADS = 256
 comptime LANES = 16  # per embedding row
 comptime GROUPS = LOGIT_THREADS // LANES
-comptime ROWS_EACH = 4  # embedding rows per group: their loads are in flight together
-comptime PER_BLOCK = GROUPS * ROWS_EACH
 comptime GREEDY_THREADS = 1024
 comptime GREEDY_WARPS = GREEDY_THREADS // 32
 
 
-def logit_blocks(vocab: Int) -> Int:
-    return (vocab + PER_BLOCK - 1) // PER_BLOCK
+def logit_blocks(vocab: Int, per_block: Int) -> Int:
+    return (vocab + per_block - 1) // per_block
 
 
 @always_inline
@@ -41,7 +39,7 @@ def better(value: Float32, index: Int32, best: Float32, best_index: Int32) -> Bo
     return value > best or (value == best and index < best_index)
 
 
-def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int](
+def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int, per_block: Int](
     logits: UnsafePointer[Float32, MutAnyOrigin],
     best_value: UnsafePointer[Float32, MutAnyOrigin],
     best_index: UnsafePointer[Int32, MutAnyOrigin],
@@ -52,7 +50,10 @@ def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int](
     comptime VEC = 16 // size_of[dtype]()
     comptime CHUNKS = d // (LANES * VEC)
     comptime assert d % (LANES * VEC) == 0, "the model width must be a multiple of 128"
-    comptime blocks = logit_blocks(vocab)
+    comptime blocks = logit_blocks(vocab, per_block)
+    # A group's rows have their loads in flight together.
+    comptime ROWS_EACH = per_block // GROUPS
+    comptime assert per_block % GROUPS == 0, "a block's rows must split evenly over its groups"
     var tid = Int(thread_idx.x)
     var lane = tid % LANES
     var group = tid // LANES
@@ -66,7 +67,7 @@ def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int](
     # Every row's loads first, then the sums: a group has all its memory requests in flight.
     var w = stack_allocation[ROWS_EACH * CHUNKS, SIMD[dtype, VEC]]()
     comptime for i in range(ROWS_EACH):
-        var v = min(block * PER_BLOCK + i * GROUPS + group, vocab - 1)
+        var v = min(block * per_block + i * GROUPS + group, vocab - 1)
         comptime for c in range(CHUNKS):
             w[i * CHUNKS + c] = (e + v * d + (c * LANES + lane) * VEC).load[width=VEC, alignment=16]()
     barrier()
@@ -77,7 +78,7 @@ def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int](
         best[r] = neg_inf[F32]()
         at[r] = Int32(vocab)
     comptime for i in range(ROWS_EACH):
-        var v = block * PER_BLOCK + i * GROUPS + group
+        var v = block * per_block + i * GROUPS + group
         comptime for r in range(rows):
             var acc = SIMD[F32, VEC](0)
             comptime for c in range(CHUNKS):
@@ -109,7 +110,7 @@ def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int](
         best_index[tid * blocks + block] = bi
 
 
-def greedy_gpu[rows: Int, vocab: Int](
+def greedy_gpu[rows: Int, vocab: Int, blocks: Int](
     token: UnsafePointer[Int64, MutAnyOrigin],
     logprob: UnsafePointer[Float32, MutAnyOrigin],
     logits: UnsafePointer[Float32, MutAnyOrigin],
@@ -117,7 +118,6 @@ def greedy_gpu[rows: Int, vocab: Int](
     best_value: UnsafePointer[Float32, MutAnyOrigin],
     best_index: UnsafePointer[Int32, MutAnyOrigin],
 ):
-    comptime blocks = logit_blocks(vocab)
     var r = Int(block_idx.x)
     var tid = Int(thread_idx.x)
     var lane = tid % 32
@@ -148,9 +148,20 @@ def greedy_gpu[rows: Int, vocab: Int](
             at = si[i]
     barrier()
 
+    # Each thread's terms in id order, their loads issued UNROLL at a time.
+    comptime UNROLL = 8
     var total: Float32 = 0
-    for v in range(tid, vocab, GREEDY_THREADS):
+    var v = tid
+    while v + (UNROLL - 1) * GREEDY_THREADS < vocab:
+        var x = SIMD[F32, UNROLL](0)
+        comptime for u in range(UNROLL):
+            x[u] = logits[r * vocab + v + u * GREEDY_THREADS] + suppress[v + u * GREEDY_THREADS]
+        comptime for u in range(UNROLL):
+            total += exp(x[u] - top)
+        v += UNROLL * GREEDY_THREADS
+    while v < vocab:
         total += exp(logits[r * vocab + v] + suppress[v] - top)
+        v += GREEDY_THREADS
     total = warp.sum(total)
     if lane == 0:
         sv[wid] = total
@@ -196,10 +207,11 @@ struct LogitsGreedy:
     """x [rows, d] (final hidden states) times the embedding [vocab, d] -> logits [rows, vocab]
     float32, the greedy token [rows] int64 under an additive suppress mask [vocab] (0 or -inf)
     and its log-probability [rows]. best_value/best_index [rows, blocks] are the first kernel's
-    per-block results, outputs only so that the graph owns their memory."""
+    per-block results (per_block embedding rows each), outputs only so that the graph owns
+    their memory."""
 
     @staticmethod
-    def execute[target: StaticString, rows: Int, d: Int, vocab: Int](
+    def execute[target: StaticString, rows: Int, d: Int, vocab: Int, per_block: Int](
         logits: OutputTensor[dtype=DType.float32, rank=2, ...],
         token: OutputTensor[dtype=DType.int64, rank=1, ...],
         logprob: OutputTensor[dtype=DType.float32, rank=1, ...],
@@ -213,13 +225,13 @@ struct LogitsGreedy:
         comptime dtype = x.dtype
         comptime if target == "gpu":
             comptime assert dtype.is_half_float(), "the GPU kernels are for 16-bit targets"
-            comptime first = logits_gpu[dtype, rows, d, vocab]
+            comptime first = logits_gpu[dtype, rows, d, vocab, per_block]
             ctx.enqueue_function[first](
                 logits.unsafe_ptr(), best_value.unsafe_ptr(), best_index.unsafe_ptr(),
                 x.unsafe_ptr(), e.unsafe_ptr(), suppress.unsafe_ptr(),
-                grid_dim=logit_blocks(vocab), block_dim=LOGIT_THREADS,
+                grid_dim=logit_blocks(vocab, per_block), block_dim=LOGIT_THREADS,
             )
-            comptime second = greedy_gpu[rows, vocab]
+            comptime second = greedy_gpu[rows, vocab, logit_blocks(vocab, per_block)]
             ctx.enqueue_function[second](
                 token.unsafe_ptr(), logprob.unsafe_ptr(), logits.unsafe_ptr(), suppress.unsafe_ptr(),
                 best_value.unsafe_ptr(), best_index.unsafe_ptr(),
