@@ -473,7 +473,7 @@ def logits_and_greedy(p: Params, x: TensorValue, suppress: TensorValue) -> tuple
     f32 = DType.float32
     out_types = [TensorType(f32, [rows, vocab], x.device), TensorType(DType.int64, [rows], x.device),
                  TensorType(f32, [rows], x.device), TensorType(f32, [rows, blocks], x.device),
-                 TensorType(DType.int32, [rows, blocks], x.device)]
+                 TensorType(DType.int32, [rows, blocks], x.device), TensorType(f32, [rows, blocks], x.device)]
     outputs = ops.custom("mxw_logits_greedy", x.device, [x, embedding, suppress], out_types,
                          {"rows": rows, "d": d, "vocab": vocab, "per_block": LOGIT_ROWS_PER_BLOCK})
     return outputs[0].tensor, outputs[1].tensor, outputs[2].tensor
