@@ -15,9 +15,7 @@ Weights are graph weights named as in openai-whisper's state dict and kept in it
 (linear weights [out, in], conv weights [out, in, k]); they are bound at load time, so one
 compiled graph serves every checkpoint of the same shape. The arithmetic follows
 openai-whisper's `model.py`: q and k each scaled by d_head^-0.25, LayerNorm and softmax in fp32,
-exact (erf) GELU. On 16-bit GPU targets the step's cache write and the decoders' logits and
-greedy token are custom ops of our own (`kernels/`, Mojo): the same arithmetic, the float32
-sums of the logits in another order.
+exact (erf) GELU.
 """
 
 from __future__ import annotations
@@ -473,7 +471,7 @@ def logits_and_greedy(p: Params, x: TensorValue, suppress: TensorValue) -> tuple
     f32 = DType.float32
     out_types = [TensorType(f32, [rows, vocab], x.device), TensorType(DType.int64, [rows], x.device),
                  TensorType(f32, [rows], x.device), TensorType(f32, [rows, blocks], x.device),
-                 TensorType(DType.int32, [rows, blocks], x.device), TensorType(f32, [rows, blocks], x.device)]
+                 TensorType(DType.int32, [rows, blocks], x.device)]
     outputs = ops.custom("mxw_logits_greedy", x.device, [x, embedding, suppress], out_types,
                          {"rows": rows, "d": d, "vocab": vocab, "per_block": LOGIT_ROWS_PER_BLOCK})
     return outputs[0].tensor, outputs[1].tensor, outputs[2].tensor

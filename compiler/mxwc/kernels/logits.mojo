@@ -4,8 +4,7 @@ token, in two kernels.
 MAX runs the product with the tied embedding as a split-K gemv (33 us for tiny.en's 51864 x 384
 on an H100, about a third of the bandwidth) and the greedy choice as three reductions, each
 after a memset (16 us). Here every 16 lanes read one embedding row as 16-byte vectors and keep
-the best logit they saw with the running softmax sum relative to it; one block per row then
-merges those into the token and its log-probability, reading no logit again.
+the best logit they saw; one block per row then finds the best of those and the softmax sum.
 
 The arithmetic is the graph's: float32 dot products rounded to the model dtype (the product's
 output type, as openai-whisper's fp16 logits), then float32; the greedy token is the lowest id
@@ -26,7 +25,7 @@ comptime F32 = DType.float32
 comptime LOGIT_THREADS = 256
 comptime LANES = 16  # per embedding row
 comptime GROUPS = LOGIT_THREADS // LANES
-comptime GREEDY_THREADS = 256
+comptime GREEDY_THREADS = 1024
 comptime GREEDY_WARPS = GREEDY_THREADS // 32
 
 
@@ -40,49 +39,10 @@ def better(value: Float32, index: Int32, best: Float32, best_index: Int32) -> Bo
     return value > best or (value == best and index < best_index)
 
 
-@always_inline
-def rescaled(total: Float32, old_top: Float32, new_top: Float32) -> Float32:
-    """A sum of exp(x - old_top) as a sum of exp(x - new_top), new_top >= old_top; an empty
-    sum (old_top -inf) stays 0."""
-    return total * exp(old_top - new_top) if total != 0 else Float32(0)
-
-
-struct Best(TrivialRegisterPassable):
-    """The best filtered logit seen, its id, and the sum of exp(x - value) over every x seen:
-    what softmax and argmax need, combined in any grouping (online softmax)."""
-
-    var value: Float32
-    var index: Int32
-    var total: Float32
-
-    @always_inline
-    def __init__(out self, value: Float32, index: Int32, total: Float32):
-        self.value, self.index, self.total = value, index, total
-
-    @always_inline
-    def add(mut self, value: Float32, index: Int32):
-        """One more logit, with an id above every id seen so far."""
-        if value > self.value:
-            self.total = rescaled(self.total, self.value, value) + 1
-            self.value, self.index = value, index
-        elif value > neg_inf[F32]():
-            self.total += exp(value - self.value)
-
-    @always_inline
-    def merge(mut self, other: Best):
-        """Commutative: both lanes of a shuffle reach the same result."""
-        if better(other.value, other.index, self.value, self.index):
-            self.total = rescaled(self.total, self.value, other.value) + other.total
-            self.value, self.index = other.value, other.index
-        else:
-            self.total += rescaled(other.total, other.value, self.value)
-
-
 def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int, per_block: Int](
     logits: UnsafePointer[Float32, MutAnyOrigin],
     best_value: UnsafePointer[Float32, MutAnyOrigin],
     best_index: UnsafePointer[Int32, MutAnyOrigin],
-    best_total: UnsafePointer[Float32, MutAnyOrigin],
     x: UnsafePointer[Scalar[dtype], MutAnyOrigin],
     e: UnsafePointer[Scalar[dtype], MutAnyOrigin],
     suppress: UnsafePointer[Float32, MutAnyOrigin],
@@ -101,7 +61,6 @@ def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int, per_block: Int](
     var xs = stack_allocation[rows * d, Float32, alignment=64, address_space=AddressSpace.SHARED]()
     var top_v = stack_allocation[GROUPS * rows, Float32, address_space=AddressSpace.SHARED]()
     var top_i = stack_allocation[GROUPS * rows, Int32, address_space=AddressSpace.SHARED]()
-    var top_t = stack_allocation[GROUPS * rows, Float32, address_space=AddressSpace.SHARED]()
     for i in range(tid, rows * d, LOGIT_THREADS):
         xs[i] = x[i].cast[F32]()
 
@@ -113,9 +72,11 @@ def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int, per_block: Int](
             w[i * CHUNKS + c] = (e + v * d + (c * LANES + lane) * VEC).load[width=VEC, alignment=16]()
     barrier()
 
-    var best = stack_allocation[rows, Best]()
+    var best = stack_allocation[rows, Float32]()
+    var at = stack_allocation[rows, Int32]()
     comptime for r in range(rows):
-        best[r] = Best(neg_inf[F32](), Int32(vocab), 0)
+        best[r] = neg_inf[F32]()
+        at[r] = Int32(vocab)
     comptime for i in range(ROWS_EACH):
         var v = block * per_block + i * GROUPS + group
         comptime for r in range(rows):
@@ -123,61 +84,94 @@ def logits_gpu[dtype: DType, rows: Int, d: Int, vocab: Int, per_block: Int](
             comptime for c in range(CHUNKS):
                 acc += (xs + r * d + (c * LANES + lane) * VEC).load[width=VEC, alignment=32]() * w[i * CHUNKS + c].cast[F32]()
             var s = acc.reduce_add()
-            comptime for k in range(4):  # over the 16 lanes of the row: each ends with the sum
+            comptime for k in range(4):  # over the 16 lanes of the row
                 s += warp.shuffle_xor(s, UInt32(8 >> k))
             var logit = s.cast[dtype]().cast[F32]()
             if v < vocab:
                 if lane == 0:
                     logits[r * vocab + v] = logit
-                best[r].add(logit + suppress[v], Int32(v))  # a group's ids only grow
+                var value = logit + suppress[v]
+                if value > best[r]:  # a group's ids only grow
+                    best[r] = value
+                    at[r] = Int32(v)
     if lane == 0:
         comptime for r in range(rows):
-            top_v[group * rows + r] = best[r].value
-            top_i[group * rows + r] = best[r].index
-            top_t[group * rows + r] = best[r].total
+            top_v[group * rows + r] = best[r]
+            top_i[group * rows + r] = at[r]
     barrier()
     if tid < rows:
-        var b = Best(top_v[tid], top_i[tid], top_t[tid])
+        var b = top_v[tid]
+        var bi = top_i[tid]
         for g in range(1, GROUPS):
-            b.merge(Best(top_v[g * rows + tid], top_i[g * rows + tid], top_t[g * rows + tid]))
-        best_value[tid * blocks + block] = b.value
-        best_index[tid * blocks + block] = b.index
-        best_total[tid * blocks + block] = b.total
+            if better(top_v[g * rows + tid], top_i[g * rows + tid], b, bi):
+                b = top_v[g * rows + tid]
+                bi = top_i[g * rows + tid]
+        best_value[tid * blocks + block] = b
+        best_index[tid * blocks + block] = bi
 
 
 def greedy_gpu[rows: Int, vocab: Int, blocks: Int](
     token: UnsafePointer[Int64, MutAnyOrigin],
     logprob: UnsafePointer[Float32, MutAnyOrigin],
+    logits: UnsafePointer[Float32, MutAnyOrigin],
+    suppress: UnsafePointer[Float32, MutAnyOrigin],
     best_value: UnsafePointer[Float32, MutAnyOrigin],
     best_index: UnsafePointer[Int32, MutAnyOrigin],
-    best_total: UnsafePointer[Float32, MutAnyOrigin],
 ):
-    """One block per row merges the first kernel's per-block results."""
     var r = Int(block_idx.x)
     var tid = Int(thread_idx.x)
     var lane = tid % 32
     var wid = tid // 32
     var sv = stack_allocation[GREEDY_WARPS, Float32, address_space=AddressSpace.SHARED]()
     var si = stack_allocation[GREEDY_WARPS, Int32, address_space=AddressSpace.SHARED]()
-    var st = stack_allocation[GREEDY_WARPS, Float32, address_space=AddressSpace.SHARED]()
-    var b = Best(neg_inf[F32](), Int32(vocab), 0)
-    for i in range(tid, blocks, GREEDY_THREADS):
-        b.merge(Best(best_value[r * blocks + i], best_index[r * blocks + i], best_total[r * blocks + i]))
+    var top = neg_inf[F32]()
+    var at = Int32(vocab)
+    for b in range(tid, blocks, GREEDY_THREADS):
+        if better(best_value[r * blocks + b], best_index[r * blocks + b], top, at):
+            top = best_value[r * blocks + b]
+            at = best_index[r * blocks + b]
     comptime for k in range(5):
-        var offset = UInt32(16 >> k)
-        b.merge(Best(warp.shuffle_xor(b.value, offset), warp.shuffle_xor(b.index, offset),
-                     warp.shuffle_xor(b.total, offset)))
+        var other = warp.shuffle_xor(top, UInt32(16 >> k))
+        var other_at = warp.shuffle_xor(at, UInt32(16 >> k))
+        if better(other, other_at, top, at):
+            top = other
+            at = other_at
     if lane == 0:
-        sv[wid] = b.value
-        si[wid] = b.index
-        st[wid] = b.total
+        sv[wid] = top
+        si[wid] = at
+    barrier()
+    top = sv[0]
+    at = si[0]
+    for i in range(1, GREEDY_WARPS):
+        if better(sv[i], si[i], top, at):
+            top = sv[i]
+            at = si[i]
+    barrier()
+
+    # Each thread's terms in id order, their loads issued UNROLL at a time.
+    comptime UNROLL = 8
+    var total: Float32 = 0
+    var v = tid
+    while v + (UNROLL - 1) * GREEDY_THREADS < vocab:
+        var x = SIMD[F32, UNROLL](0)
+        comptime for u in range(UNROLL):
+            x[u] = logits[r * vocab + v + u * GREEDY_THREADS] + suppress[v + u * GREEDY_THREADS]
+        comptime for u in range(UNROLL):
+            total += exp(x[u] - top)
+        v += UNROLL * GREEDY_THREADS
+    while v < vocab:
+        total += exp(logits[r * vocab + v] + suppress[v] - top)
+        v += GREEDY_THREADS
+    total = warp.sum(total)
+    if lane == 0:
+        sv[wid] = total
     barrier()
     if tid == 0:
-        var all = Best(sv[0], si[0], st[0])
-        for i in range(1, GREEDY_WARPS):
-            all.merge(Best(sv[i], si[i], st[i]))
-        token[r] = Int64(all.index)
-        logprob[r] = -log(all.total)
+        var sum: Float32 = 0
+        for i in range(GREEDY_WARPS):
+            sum += sv[i]
+        token[r] = Int64(at)
+        logprob[r] = -log(sum)
 
 
 def logits_cpu[dtype: DType, rows: Int, d: Int, vocab: Int](
@@ -212,9 +206,9 @@ def logits_cpu[dtype: DType, rows: Int, d: Int, vocab: Int](
 struct LogitsGreedy:
     """x [rows, d] (final hidden states) times the embedding [vocab, d] -> logits [rows, vocab]
     float32, the greedy token [rows] int64 under an additive suppress mask [vocab] (0 or -inf)
-    and its log-probability [rows]. best_value/best_index/best_total [rows, blocks] are the first
-    kernel's per-block results (per_block embedding rows each), outputs only so that the graph
-    owns their memory."""
+    and its log-probability [rows]. best_value/best_index [rows, blocks] are the first kernel's
+    per-block results (per_block embedding rows each), outputs only so that the graph owns
+    their memory."""
 
     @staticmethod
     def execute[target: StaticString, rows: Int, d: Int, vocab: Int, per_block: Int](
@@ -223,7 +217,6 @@ struct LogitsGreedy:
         logprob: OutputTensor[dtype=DType.float32, rank=1, ...],
         best_value: OutputTensor[dtype=DType.float32, rank=2, ...],
         best_index: OutputTensor[dtype=DType.int32, rank=2, ...],
-        best_total: OutputTensor[dtype=DType.float32, rank=2, ...],
         x: InputTensor[rank=2, ...],
         e: InputTensor[dtype=x.dtype, rank=2, ...],
         suppress: InputTensor[dtype=DType.float32, rank=1, ...],
@@ -234,14 +227,14 @@ struct LogitsGreedy:
             comptime assert dtype.is_half_float(), "the GPU kernels are for 16-bit targets"
             comptime first = logits_gpu[dtype, rows, d, vocab, per_block]
             ctx.enqueue_function[first](
-                logits.unsafe_ptr(), best_value.unsafe_ptr(), best_index.unsafe_ptr(), best_total.unsafe_ptr(),
+                logits.unsafe_ptr(), best_value.unsafe_ptr(), best_index.unsafe_ptr(),
                 x.unsafe_ptr(), e.unsafe_ptr(), suppress.unsafe_ptr(),
                 grid_dim=logit_blocks(vocab, per_block), block_dim=LOGIT_THREADS,
             )
             comptime second = greedy_gpu[rows, vocab, logit_blocks(vocab, per_block)]
             ctx.enqueue_function[second](
-                token.unsafe_ptr(), logprob.unsafe_ptr(),
-                best_value.unsafe_ptr(), best_index.unsafe_ptr(), best_total.unsafe_ptr(),
+                token.unsafe_ptr(), logprob.unsafe_ptr(), logits.unsafe_ptr(), suppress.unsafe_ptr(),
+                best_value.unsafe_ptr(), best_index.unsafe_ptr(),
                 grid_dim=rows, block_dim=GREEDY_THREADS,
             )
         else:
