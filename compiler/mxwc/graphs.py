@@ -15,7 +15,9 @@ Weights are graph weights named as in openai-whisper's state dict and kept in it
 (linear weights [out, in], conv weights [out, in, k]); they are bound at load time, so one
 compiled graph serves every checkpoint of the same shape. The arithmetic follows
 openai-whisper's `model.py`: q and k each scaled by d_head^-0.25, LayerNorm and softmax in fp32,
-exact (erf) GELU.
+exact (erf) GELU. On 16-bit GPU targets the step's cache write and the decoders' logits and
+greedy token are custom ops of our own (`kernels/`, Mojo): the same arithmetic, the float32
+sums of the logits in another order.
 """
 
 from __future__ import annotations
