@@ -7,7 +7,8 @@ Each clip's first window is decoded greedily with bundle A (no timestamps); then
 read that sequence position by position (the prompt through the prefill, every later token
 through the step graph) and their float32 logits are compared at each position: how many
 differ, by how much, and whether the argmax differs. Each bundle's greedy outputs (token,
-log-probability) are also checked against numpy's choice on that bundle's own logits. A graph change that keeps the arithmetic
+log-probability) are also checked against numpy's choice on that bundle's own logits, and the
+nearest tie between A's two best logits is shown per clip. A graph change that keeps the arithmetic
 shows no differing logit at all; one that changes rounding somewhere shows it here, at the
 graph's own outputs, before any transcript moves.
 """
@@ -45,6 +46,18 @@ def logits_along(t: Transcriber, audio: np.ndarray, tokens: list[int], task: Dec
     return np.stack(rows), gap
 
 
+def nearest_tie(logits: np.ndarray, task: DecodingTask) -> str:
+    """The smallest gap between the two best filtered logits over the positions, in float16
+    steps at that size: how far a change of rounding is from moving a greedy choice."""
+    masks = [task.suppress_first.to_numpy()] + [task.suppress.to_numpy()] * (len(logits) - 1)
+    filtered = logits + np.stack(masks)
+    top2 = np.sort(filtered, axis=-1)[:, -2:]
+    gaps = top2[:, 1] - top2[:, 0]
+    at = int(gaps.argmin())
+    steps = gaps[at] / np.spacing(np.float16(abs(top2[at, 1]))).astype(np.float32)
+    return f"{gaps[at]:.3g} ({steps:.0f} float16 steps) at position {at}"
+
+
 def _greedy_gap(out, rows_logits: np.ndarray | None, suppress) -> float:
     logits = out.logits.to_numpy()[0, 0] if rows_logits is None else rows_logits
     filtered = logits + suppress.to_numpy()
@@ -75,7 +88,7 @@ def main() -> None:
         total, differing, argmax_moved = total + la.size, differing + n_diff, argmax_moved + moved
         print(f"{clip.name:32s} {len(la):4d} positions: {n_diff:8d} of {la.size} logits differ, "
               f"max |diff| {diff.max():.3g}, argmax differs at {moved}; greedy outputs vs numpy on their "
-              f"logits: A {gap_a:.2g}, B {gap_b:.2g}")
+              f"logits: A {gap_a:.2g}, B {gap_b:.2g}; nearest tie in A: {nearest_tie(la, task_a)}")
     print(f"all clips: {differing} of {total} logits differ ({differing / total:.2e}); "
           f"argmax differs at {argmax_moved} positions")
 
