@@ -36,6 +36,9 @@ LN_EPS = 1e-5
 MATMUL_TILE = 128  # see `attention`
 KERNELS = Path(__file__).parent / "kernels"  # our own Mojo kernels (ops.custom), built into the graphs
 LOGITS_MAX_ROWS = 4  # see `logits_and_greedy`
+# Embedding rows per 256-thread block of the logits kernel: 4 for each of its 16-lane groups,
+# whose loads are all in flight before any sum (H100: 32 or 128 were slower).
+LOGIT_ROWS_PER_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -486,11 +489,6 @@ def uses_kernels(dtype: DType, device: DeviceRef) -> bool:
 
 def logits_kernel_fits(rows: int, d: int, dtype: DType, device: DeviceRef) -> bool:
     return uses_kernels(dtype, device) and d % MATMUL_TILE == 0 and rows <= LOGITS_MAX_ROWS
-
-
-# Embedding rows per 256-thread block of the logits kernel: 4 for each of its 16-lane groups,
-# whose loads are all in flight before any sum.
-LOGIT_ROWS_PER_BLOCK = 64
 
 
 def decoder_input_types(dims: ModelDims, shape: GraphShape, dtype: DType, device: DeviceRef):

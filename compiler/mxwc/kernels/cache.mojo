@@ -1,7 +1,7 @@
 """The decoder step's self-attention cache write on GPU targets: the new key and value go to
 slot `position` of their caches, in place, in one small kernel.
 
-In MAX's graph ops the write is a select over the whole cache and a store of all of it (four
+In MAX's graph ops the write is a select over the whole cache and a store of all of it (three
 kernels a layer, each touching every slot); here only the new slot is written, and the
 attention then reads the caches where they are. The position is read on the device, so a
 recorded device graph replays at every position.
