@@ -196,11 +196,13 @@ def logits_cpu[dtype: DType, rows: Int, d: Int, vocab: Int](
             if logit + suppress[v] > top:
                 top = logit + suppress[v]
                 at = Int32(v)
-        var total: Float32 = 0
+        # In float64: one float32 running sum of 51864 terms drops the smallest ones whole
+        # (-4e-4 on a log-probability); the GPU's sums are short per thread, then a tree.
+        var total: Float64 = 0
         for v in range(vocab):
-            total += exp(logits[r * vocab + v] + suppress[v] - top)
+            total += exp((logits[r * vocab + v] + suppress[v] - top).cast[DType.float64]())
         token[r] = Int64(at)
-        logprob[r] = -log(total)
+        logprob[r] = (-log(total)).cast[F32]()
 
 
 @extensibility.register("mxw_logits_greedy")
