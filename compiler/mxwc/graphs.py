@@ -583,12 +583,13 @@ def step_graph(
         ninf = ops.constant(float("-inf"), DType.float32, device)
         zero = ops.constant(0.0, DType.float32, device)
         mask = ops.where(slots > position, ninf, zero)
-        # The new key/value goes to slot `position` by selection, not by a slice store: a slice's
-        # bounds are host values, which a recorded device graph could not change.
-        here = ops.reshape(slots == position, [1, 1, n_slots, 1])
+        if not kernels:
+            # The new key/value goes to slot `position` by selection, not by a slice store: a
+            # slice's bounds are host values, which a recorded device graph could not change.
+            here = ops.reshape(slots == position, [1, 1, n_slots, 1])
 
         # On tiled targets one query per row is cheaper as sums than as a batched matmul.
-        single_query = tile_of(dtype, device) is not None
+        single_query = kernels
 
         def self_attend(i: int, q, k, v):
             if kernels:  # the new slot alone, in place; the attention reads the caches where they are

@@ -38,7 +38,8 @@ def logits_along(t: Transcriber, audio: np.ndarray, tokens: list[int], task: Dec
     n_initial = len(task.initial_tokens)
     prompt = np.array([tokens[:n_initial]] * model.rows, dtype=np.int64)
     out = model.prefill(ctx, cache, prompt, task.sot_index, task.suppress_first)
-    rows, gap = [out.logits.to_numpy()[0, 0].copy()], _greedy_gap(out, rows_logits=None, suppress=task.suppress_first)
+    rows = [out.logits.to_numpy()[0, 0].copy()]  # the prefill's last position
+    gap = _greedy_gap(out, rows[-1], task.suppress_first)
     for pos in range(n_initial, len(tokens)):
         out = model.step(ctx, cache, np.array([tokens[pos]] * model.rows, np.int64), pos, task.suppress)
         rows.append(out.logits.to_numpy()[0].copy())
@@ -58,8 +59,8 @@ def nearest_tie(logits: np.ndarray, task: DecodingTask) -> str:
     return f"{gaps[at]:.3g} ({steps:.0f} float16 steps) at position {at}"
 
 
-def _greedy_gap(out, rows_logits: np.ndarray | None, suppress) -> float:
-    logits = out.logits.to_numpy()[0, 0] if rows_logits is None else rows_logits
+def _greedy_gap(out, logits: np.ndarray, suppress) -> float:
+    """How far the graph's greedy outputs for row 0 are from numpy's choice on `logits`."""
     filtered = logits + suppress.to_numpy()
     token = int(out.token.to_numpy()[0])
     if token != int(filtered.argmax()):  # numpy's argmax: the lowest id of equal maxima

@@ -19,15 +19,13 @@ for b in "$p"/ab/*.mxw; do  # A/B bundles, if any (prepare.sh); batch bundles (*
   [ -f "$b" ] || continue
   n=ab-$(basename "$b" .mxw)
   case "$(basename "$b")" in
-    *-b[0-9]*) bundles=(--fp16 "$p/tiny.en-fp16.mxw" --batch-bundle "$b") ;;
-    *) bundles=(--fp16 "$b") ;;
+    *-b[0-9]*) bundles=(--fp16 "$p/tiny.en-fp16.mxw" --batch-bundle "$b"); batch=1 ;;
+    *) bundles=(--fp16 "$b"); batch= ;;
   esac
   python3 scripts/bench_gpu.py "${bundles[@]}" --engines mxw --clips "$p/clips" \
     --out "$OUT/$n.json" --markdown "$OUT/$n.md" ${AB_ARGS:-} 2>&1 | tee "$OUT/$n.log"
-  case "$(basename "$b")" in  # the graphs' own outputs against the payload's, token by token
-    *-b[0-9]*) ;;
-    *) python3 scripts/gpu/compare_logits.py "$b" "$p/tiny.en-fp16.mxw" "$p/clips" 2>&1 | tee -a "$OUT/$n.log" ;;
-  esac
+  # A batch-1 bundle's own outputs against the payload's, token by token.
+  [ -n "$batch" ] || python3 scripts/gpu/compare_logits.py "$b" "$p/tiny.en-fp16.mxw" "$p/clips" 2>&1 | tee -a "$OUT/$n.log"
 done
 [ -n "${AB_ONLY:-}" ] && exit 0  # the A/B bundles alone
 python3 scripts/bench_gpu.py --fp16 "$p/tiny.en-fp16.mxw" --fp32 "$p/tiny.en-fp32.mxw" \
