@@ -119,7 +119,7 @@ def test_front_end_input_is_the_reflect_padded_window(lengths):
     """The device front end's input, written in one pass, equals np.pad(reflect) of each window
     zero-padded to 30 s, as torch.stft(center=True) of pad_or_trim(audio) sees it; rows past the
     windows are silence, whatever the buffer held before."""
-    from mxwr.dims import N_FFT, N_SAMPLES
+    from mxwr.constants import N_FFT, N_SAMPLES
     from mxwr.model import reflect_padded
 
     rng = np.random.default_rng(len(lengths))

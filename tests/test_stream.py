@@ -13,7 +13,7 @@ import pytest
 
 from conftest import DEV
 from mxwr.audio import load_audio
-from mxwr.dims import N_SAMPLES
+from mxwr.constants import N_SAMPLES
 from mxwr.errors import AudioError
 from mxwr.mel import log_mel_spectrogram
 from mxwr.stream import AudioStream, LogMelStream, open_audio

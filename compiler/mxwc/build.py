@@ -14,7 +14,7 @@ import msgpack
 import numpy as np
 
 from mxwr.bundle import BundleWriter
-from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from mxwr.constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 
 from . import __version__
 from .compile import Alignment, compile_target, parse_target

@@ -30,7 +30,8 @@ import numpy as np
 from max.dtype import DType
 from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, TensorValue, Weight, ops
 
-from mxwr.dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, ModelDims
+from mxwr.constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES
+from mxwr.dims import ModelDims
 
 LN_EPS = 1e-5
 MATMUL_TILE = 128  # see `attention`

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .dims import N_SAMPLES, SAMPLE_RATE
+from .constants import N_SAMPLES, SAMPLE_RATE
 from .errors import AudioError
 
 _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE

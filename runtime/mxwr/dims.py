@@ -1,4 +1,5 @@
-"""Model dimensions, named as openai-whisper's `ModelDimensions` names them."""
+"""What a bundle's graphs are traced for: the model's dimensions (named as openai-whisper's
+`ModelDimensions` names them) and the shape fixed at build time."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Any
 
 from .errors import BundleError
 
-N_SAMPLES = 480_000  # 30 s at 16 kHz: one window
-N_FRAMES = 3000  # mel frames in one window
-SAMPLE_RATE = 16_000
-N_FFT = 400
-HOP_LENGTH = 160
+# Ceilings on what a manifest may claim, far above any Whisper (large-v3: 32 layers, 1280 wide,
+# 51866 tokens): the runtime allocates from these numbers before MAX checks anything.
+MAX_DIM = {"n_mels": 512, "n_audio_ctx": 1 << 14, "n_audio_state": 1 << 14, "n_audio_head": 256,
+           "n_audio_layer": 256, "n_vocab": 1 << 20, "n_text_ctx": 1 << 14, "n_text_state": 1 << 14,
+           "n_text_head": 256, "n_text_layer": 256}
+MAX_ROWS = 1024  # batch * group
 
 
 @dataclass(frozen=True)
@@ -37,12 +39,51 @@ class ModelDims:
         # 99 languages plus one per extra token (large-v3 added Cantonese).
         return self.n_vocab - 51765 - int(self.is_multilingual)
 
+    @property
+    def text_head_width(self) -> int:
+        return self.n_text_state // self.n_text_head
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> "ModelDims":
         names = [f.name for f in fields(cls)]
-        if not isinstance(d, dict) or any(not isinstance(d.get(n), int) or d[n] <= 0 for n in names):
+        if not isinstance(d, dict) or set(d) != set(names) or any(
+            type(d[n]) is not int or not 0 < d[n] <= MAX_DIM[n] for n in names
+        ):
             raise BundleError("bundle manifest has malformed model dimensions")
-        return cls(**{n: d[n] for n in names})
+        dims = cls(**{n: d[n] for n in names})
+        if dims.n_audio_state % dims.n_audio_head or dims.n_text_state % dims.n_text_head:
+            raise BundleError("bundle manifest has model dimensions whose heads do not divide the width")
+        return dims
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What is fixed at build time, besides the model's own dimensions."""
+
+    batch: int  # windows per call (the encoder's batch)
+    max_seq: int  # self-attention cache length, <= n_text_ctx
+    prompt_len: int  # prefill length; longer prompts continue through the step graph
+    group: int = 1  # sequences decoded per window (beams, best-of samples)
+
+    @property
+    def rows(self) -> int:
+        """The decoder graphs' batch: every sequence of every window."""
+        return self.batch * self.group
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, dims: ModelDims) -> "Shape":
+        names = [f.name for f in fields(cls)]
+        if not isinstance(d, dict) or set(d) != set(names) or any(type(d[n]) is not int or d[n] <= 0 for n in names):
+            raise BundleError("bundle manifest has a malformed shape")
+        shape = cls(**{n: d[n] for n in names})
+        if shape.max_seq > dims.n_text_ctx or shape.prompt_len > shape.max_seq or shape.rows > MAX_ROWS:
+            raise BundleError(
+                f"bundle manifest's shape {shape.to_dict()} does not fit the model (n_text_ctx {dims.n_text_ctx})"
+            )
+        return shape

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dims import HOP_LENGTH, N_FFT
+from .constants import HOP_LENGTH, N_FFT
 
 # torch.hann_window(N_FFT) is periodic: the symmetric window of N_FFT + 1 points, minus the last.
 _WINDOW = np.hanning(N_FFT + 1)[:-1]

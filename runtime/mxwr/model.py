@@ -19,7 +19,8 @@ import numpy as np
 
 from . import gpu_memory
 from .bundle import NUMPY_DTYPES, BundleReader
-from .dims import N_FFT, N_FRAMES, N_SAMPLES, ModelDims
+from .constants import N_FFT, N_FRAMES, N_SAMPLES
+from .dims import ModelDims
 from .errors import BundleError, MxwError
 from .replay import Const, Fixed, ReplayedGraph
 from .targets import Target, select_target

@@ -31,7 +31,7 @@ import numpy as np
 
 from .audio import (_ffmpeg_cmd, _ffmpeg_error, _inspect, _polyphase, _read_mono, _resample_block,
                     _resample_span, _WavLayout)
-from .dims import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from .constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from .mel import _WINDOW, log_mel_spectrogram
 
 _RESAMPLE_BLOCK = 1 << 13  # output samples per resampling block (~3 MB of temporaries)

@@ -21,7 +21,7 @@ import numpy as np
 from .audio import load_audio, pad_or_trim
 from .bundle import BundleReader
 from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
-from .dims import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from .constants import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from .errors import MxwError
 from .mel import log_mel_spectrogram
 from .model import AudioContext, WhisperModel

@@ -24,7 +24,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "runtime")]
 
 from mxwr.audio import load_audio  # noqa: E402
 from mxwr.decoding import DecodingOptions, DecodingTask  # noqa: E402
-from mxwr.dims import N_SAMPLES  # noqa: E402
+from mxwr.constants import N_SAMPLES  # noqa: E402
 from mxwr.transcribe import Transcriber  # noqa: E402
 
 

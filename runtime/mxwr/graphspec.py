@@ -1,0 +1,218 @@
+"""One record per graph role: what each of a bundle's graphs takes and gives.
+
+As MAX's pipelines keep a `GraphSpec`, this module is the only place that says which graphs a
+bundle holds, the names, order, types and shapes of their inputs and outputs, which of them our
+own kernels serve and which GPU runtimes replay. The compiler traces each graph from its spec and
+names its inputs and outputs by it (`mxwc.graphs`), the manifest records the traced signature and
+is checked against the spec when read (`mxwr.manifest`), and the runtime passes inputs and reads
+outputs by name (`mxwr.model`). A new input is one `Port` here, then used by name where it is
+made and where it is read.
+
+A target's `Layout` is here too: the shapes of cross K/V depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .constants import N_FFT, N_FRAMES, N_SAMPLES
+from .dims import ModelDims, Shape
+from .errors import BundleError
+
+MATMUL_TILE = 128  # MAX's tiled batched matmul on NVIDIA wants N a multiple of it and K >= it
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a target stores and computes attention, chosen once per target (`Layout.of`).
+
+    16-bit GPU targets pad attention operands to MAX's matmul tile (its tiled kernel takes only
+    such shapes; whisper's 64-wide heads otherwise fall to a naive kernel), store cross V
+    transposed (the step's P.V then sums along rows), run the step's cache write and logits with
+    our own kernels, and attend in the step as float32 sums (one query per head needs no
+    matmul). Everything else, float32 on a GPU included, is plain: there the tiled kernel's
+    other summation order moved a dev clip's tokens off the CPU's.
+    """
+
+    tile: int | None = None  # attention operands padded to a multiple of this; None: unpadded
+    cross_v_transposed: bool = False  # cross V stored [..., width, slots] rather than [..., slots, width]
+    kernels: bool = False  # our Mojo kernels (mxwc/kernels): the step's cache write, logits + greedy
+    single_query: bool = False  # the step attends by float32 sums instead of batched matmuls
+
+    @classmethod
+    def of(cls, gpu: bool, dtype: str) -> "Layout":
+        return TILED if gpu and dtype != "float32" else PLAIN
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Layout":
+        names = [f.name for f in fields(cls)]
+        tile = d.get("tile") if isinstance(d, dict) else None
+        if (
+            not isinstance(d, dict) or set(d) != set(names)
+            or not (tile is None or (type(tile) is int and 0 < tile <= 1024))
+            or any(type(d[n]) is not bool for n in names if n != "tile")
+        ):
+            raise BundleError("bundle manifest has a malformed target layout")
+        return cls(**d)
+
+
+PLAIN = Layout()
+TILED = Layout(tile=MATMUL_TILE, cross_v_transposed=True, kernels=True, single_query=True)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything a graph's input and output shapes follow."""
+
+    dims: ModelDims
+    shape: Shape
+    dtype: str  # the target's compute dtype (float32, float16, bfloat16)
+    layout: Layout
+    n_alignment_heads: int = 0
+
+    @property
+    def cross_slots_width(self) -> tuple[int, int]:
+        """Cross K/V key slots and head width as stored: padded to the layout's tile."""
+        slots, width = self.dims.n_audio_ctx, self.dims.text_head_width
+        tile = self.layout.tile
+        return (slots, width) if tile is None else (round_up(slots, tile), round_up(width, tile))
+
+
+@dataclass(frozen=True)
+class Port:
+    """One input or output of a graph: `buffer` inputs are mutable, written in place."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    kind: str = "tensor"
+
+
+def cache_names(n_layer: int) -> list[str]:
+    """The self-attention caches: every layer's K, then every layer's V."""
+    return [f"self_k.{i}" for i in range(n_layer)] + [f"self_v.{i}" for i in range(n_layer)]
+
+
+def _caches(g: Geometry) -> list[Port]:
+    # Never padded: the step reads them with single-query sums (no tile), and the prefill
+    # attends over its own keys/values before it stores them.
+    d, s = g.dims, g.shape
+    shape = (s.rows, d.n_text_head, s.max_seq, d.text_head_width)
+    return [Port(name, g.dtype, shape, "buffer") for name in cache_names(d.n_text_layer)]
+
+
+def _cross(g: Geometry) -> list[Port]:
+    """Cross K (pre-scaled by d_head^-0.25) and V of every decoder layer, once per window."""
+    d = g.dims
+    slots, width = g.cross_slots_width
+    lead = (d.n_text_layer, g.shape.batch, d.n_text_head)
+    v = (width, slots) if g.layout.cross_v_transposed else (slots, width)
+    return [Port("cross_k", g.dtype, (*lead, slots, width)), Port("cross_v", g.dtype, (*lead, *v))]
+
+
+def _choice(rows: int) -> list[Port]:
+    """openai-whisper's greedy choice under the suppress mask, and its log-probability."""
+    return [Port("next_token", "int64", (rows,)), Port("next_logprob", "float32", (rows,))]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    role: str
+    inputs: Callable[[Geometry], list[Port]]
+    outputs: Callable[[Geometry], list[Port]]
+    present: Callable[[Shape, bool], bool] = lambda shape, word_timestamps: True
+    replayed: bool = True  # GPU runtimes record it once as a device graph and replay it
+    kernels: bool = False  # may call our own kernels, where the layout has them
+
+    def signature(self, g: Geometry) -> tuple[list[Port], list[Port]]:
+        return self.inputs(g), self.outputs(g)
+
+
+SPECS: dict[str, GraphSpec] = {
+    spec.role: spec
+    for spec in (
+        # openai-whisper's log-mel on the device, from one reflect-padded window per row.
+        GraphSpec(
+            "frontend",
+            inputs=lambda g: [Port("padded_audio", "float32", (g.shape.batch, N_SAMPLES + N_FFT))],
+            outputs=lambda g: [Port("mel", "float32", (g.shape.batch, g.dims.n_mels, N_FRAMES))],
+        ),
+        GraphSpec(
+            "encoder",
+            inputs=lambda g: [Port("mel", "float32", (g.shape.batch, g.dims.n_mels, N_FRAMES))],
+            outputs=lambda g: [
+                Port("audio_features", "float32", (g.shape.batch, g.dims.n_audio_ctx, g.dims.n_audio_state)),
+                *_cross(g),
+            ],
+        ),
+        # The prompt (padded to prompt_len) -> logits at two positions: the last real one and
+        # start-of-transcript (for the no-speech probability); fills cache positions 0..P-1.
+        GraphSpec(
+            "prefill",
+            inputs=lambda g: [
+                Port("tokens", "int64", (g.shape.rows, g.shape.prompt_len)),
+                Port("logit_positions", "int64", (2,)),
+                Port("suppress", "float32", (g.dims.n_vocab,)),
+                *_caches(g), *_cross(g),
+            ],
+            outputs=lambda g: [Port("logits", "float32", (g.shape.rows, 2, g.dims.n_vocab)), *_choice(g.shape.rows)],
+            kernels=True,
+        ),
+        # One token per row at `position` (on the device): writes that cache slot, attends 0..position.
+        GraphSpec(
+            "step",
+            inputs=lambda g: [
+                Port("token", "int64", (g.shape.rows,)),
+                Port("position", "int64", (1,)),
+                Port("suppress", "float32", (g.dims.n_vocab,)),
+                *_caches(g), *_cross(g),
+            ],
+            outputs=lambda g: [Port("logits", "float32", (g.shape.rows, g.dims.n_vocab)), *_choice(g.shape.rows)],
+            kernels=True,
+        ),
+        # Beam search: row r of every cache takes row source_rows[r], in place.
+        GraphSpec(
+            "reorder",
+            inputs=lambda g: [Port("source_rows", "int64", (g.shape.rows,)), *_caches(g)],
+            outputs=lambda g: [],
+            present=lambda shape, word_timestamps: shape.group > 1,
+        ),
+        # Word timestamps: a whole sequence -> the alignment heads' cross-attention scores and
+        # each next token's probability. Run once per window, so never recorded.
+        GraphSpec(
+            "align",
+            inputs=lambda g: [Port("tokens", "int64", (g.shape.batch, g.shape.max_seq)), *_cross(g)],
+            outputs=lambda g: [
+                Port("alignment_scores", "float32",
+                     (g.shape.batch, g.n_alignment_heads, g.shape.max_seq, g.dims.n_audio_ctx)),
+                Port("next_token_probs", "float32", (g.shape.batch, g.shape.max_seq)),
+            ],
+            present=lambda shape, word_timestamps: word_timestamps,
+            replayed=False,
+        ),
+    )
+}
+REQUIRED = ("encoder", "prefill", "step")  # a bundle without these cannot decode
+
+
+def roles(shape: Shape, word_timestamps: bool) -> list[str]:
+    """The graphs a bundle built for `shape` holds, in the order they are built and loaded."""
+    return [role for role, spec in SPECS.items() if spec.present(shape, word_timestamps)]
+
+
+def bind(ports: Sequence[Port], values: Mapping[str, Any], role: str) -> list[Any]:
+    """`values` by port name -> the graph's positional inputs; every port given, and no other."""
+    names = [p.name for p in ports]
+    missing, extra = [n for n in names if n not in values], [n for n in values if n not in names]
+    if missing or extra:
+        raise TypeError(f"the {role} graph takes {names}: missing {missing}, unknown {extra}")
+    return [values[n] for n in names]
