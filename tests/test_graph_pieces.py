@@ -13,7 +13,7 @@ def test_conv_as_matmul_equals_direct_conv():
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType
 
-    from mxwc.graphs import Params, conv1d, conv1d_as_matmul
+    from mxwc.graphs.layers import Params, conv1d, conv1d_as_matmul
 
     rng = np.random.default_rng(0)
     weights = {"c1.weight": rng.standard_normal((24, 16, 3)).astype(np.float32),
@@ -57,10 +57,12 @@ def test_tile_padded_attention_equals_plain_attention():
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType, ops
 
-    from mxwc.graphs import attention, key_mask, pad_to, round_up, tile_of
+    from mxwc.graphs.attention import attention
+    from mxwc.graphs.layout import key_mask, pad_to
+    from mxwr.graphspec import Layout, round_up
 
-    assert tile_of(DType.float16, DeviceRef.CPU()) is tile_of(DType.float32, DeviceRef.GPU(0)) is None
-    assert tile_of(DType.bfloat16, DeviceRef.GPU(0)) == tile_of(DType.float16, DeviceRef.GPU(0)) == 128
+    assert Layout.of(False, "float16").tile is Layout.of(True, "float32").tile is None
+    assert Layout.of(True, "bfloat16").tile == Layout.of(True, "float16").tile == 128
     B, H, T, S, dh, tile = 2, 3, 5, 21, 8, 16
     device = DeviceRef.CPU()
     types = [TensorType(DType.float32, shape, device) for shape in ([B, H, T, dh], [B, H, S, dh], [B, H, S, dh], [B, H, T, dh])]
@@ -97,7 +99,9 @@ def test_single_query_attention_equals_reference():
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType, ops
 
-    from mxwc.graphs import key_mask, merge_single, pad_to, round_up, single_query_attention, split_single
+    from mxwc.graphs.attention import merge_single, single_query_attention, split_single
+    from mxwc.graphs.layout import key_mask, pad_to
+    from mxwr.graphspec import round_up
 
     R, H, S, dh, tile, seen = 2, 3, 21, 8, 16, 13
     device = DeviceRef.CPU()
@@ -125,7 +129,7 @@ def test_single_query_attention_equals_reference():
     np.testing.assert_allclose(transposed, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
+def test_times_weight_batched_halves_equal_the_plain_product():
     """On tiled targets a many-row product runs as two batched halves against a stacked copy of
     the weight (MAX's own tensor-core kernel instead of cuBLAS); forced here on the CPU. Odd or
     single rows and shapes the tiled kernel does not take keep the plain product."""
@@ -134,16 +138,16 @@ def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType
 
-    from mxwc import graphs
+    from mxwc.graphs.layers import times_weight
+    from mxwr.graphspec import TILED
 
-    monkeypatch.setattr(graphs, "tile_of", lambda dtype, device: graphs.MATMUL_TILE)
     device = DeviceRef.CPU()
     cases = [((1, 6, 128), (128, 256)), ((3, 5, 128), (128, 128)), ((1, 1, 256), (256, 128)),
              ((2, 4, 96), (96, 128)), ((4, 160), (160, 384))]
     types = [TensorType(DType.float32, shape, device) for case in cases for shape in case]
     with Graph("times_weight", input_types=types) as graph:
         values = [t.tensor for t in graph.inputs]
-        graph.output(*(graphs.times_weight(values[i], values[i + 1]) for i in range(0, len(values), 2)))
+        graph.output(*(times_weight(values[i], values[i + 1], TILED.tile) for i in range(0, len(values), 2)))
     model = InferenceSession(devices=[CPU()]).load(graph)
     rng = np.random.default_rng(3)
     arrays = [rng.standard_normal([int(d) for d in t.shape]).astype(np.float32) for t in types]
@@ -151,7 +155,7 @@ def test_times_weight_batched_halves_equal_the_plain_product(monkeypatch):
         np.testing.assert_allclose(out.to_numpy(), x @ w, rtol=1e-5, atol=1e-4)
 
 
-def test_logits_kernel_equals_the_graph_ops(monkeypatch):
+def test_logits_kernel_equals_the_graph_ops():
     """On tiled targets the logits and the greedy token come from our own kernels (their CPU
     implementation here): the products rounded to the model dtype, the lowest id among equal
     best logits, suppressed ids never chosen, the log-probability of the choice; and where
@@ -161,9 +165,11 @@ def test_logits_kernel_equals_the_graph_ops(monkeypatch):
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType
 
-    from mxwc import graphs
+    from mxwc.graphs.kernels import KERNELS, LOGITS_MAX_ROWS, logits_kernel_fits
+    from mxwc.graphs.layers import Params
+    from mxwc.graphs.logits import logits_and_greedy
+    from mxwr.graphspec import TILED
 
-    monkeypatch.setattr(graphs, "tile_of", lambda dtype, device: graphs.MATMUL_TILE)
     V, d = 51864, 256  # a whisper vocabulary: a long softmax sum, where float32 drops small terms
     device = DeviceRef.CPU()
     rng = np.random.default_rng(5)
@@ -172,14 +178,14 @@ def test_logits_kernel_equals_the_graph_ops(monkeypatch):
         x = rng.standard_normal((4, d)).astype(np_dtype)
         embedding[[130, 620]] = x[0] * 0.5  # a tie at row 0's top: the lower id wins
         embedding[[7]] = x[1] * 0.5  # row 1's top, suppressed below
-        wide = graphs.LOGITS_MAX_ROWS + 2  # more rows than the kernel takes
-        assert not graphs.logits_kernel_fits(wide, d, dtype, device) and graphs.logits_kernel_fits(4, d, dtype, device)
+        wide = LOGITS_MAX_ROWS + 2  # more rows than the kernel takes
+        assert not logits_kernel_fits(wide, d, TILED) and logits_kernel_fits(4, d, TILED)
         types = [TensorType(dtype, [4, d], device), TensorType(DType.float32, [V], device),
                  TensorType(dtype, [wide, d], device)]
-        with Graph(f"logits_{dtype}", input_types=types, custom_extensions=[graphs.KERNELS]) as graph:
-            p = graphs.Params({"decoder.token_embedding.weight": (V, d)}, dtype, device)
+        with Graph(f"logits_{dtype}", input_types=types, custom_extensions=[KERNELS]) as graph:
+            p = Params({"decoder.token_embedding.weight": (V, d)}, dtype, device)
             rows, suppress, many = (t.tensor for t in graph.inputs)
-            graph.output(*graphs.logits_and_greedy(p, rows, suppress), *graphs.logits_and_greedy(p, many, suppress))
+            graph.output(*logits_and_greedy(p, rows, suppress, TILED), *logits_and_greedy(p, many, suppress, TILED))
         model = InferenceSession(devices=[CPU()]).load(graph, weights_registry={"decoder.token_embedding.weight": embedding})
         suppress = np.zeros(V, np.float32)
         suppress[[7, 300]] = -np.inf
@@ -207,7 +213,7 @@ def test_cache_write_kernel_writes_one_slot_in_place():
     from max.engine import InferenceSession
     from max.graph import BufferType, DeviceRef, Graph, TensorType, ops
 
-    from mxwc.graphs import KERNELS
+    from mxwc.graphs.kernels import KERNELS, cache_write
 
     R, H, S, dh = 2, 3, 10, 4
     device = DeviceRef.CPU()
@@ -217,8 +223,7 @@ def test_cache_write_kernel_writes_one_slot_in_place():
     with Graph("cache_write", input_types=types, custom_extensions=[KERNELS]) as graph:
         keys, values = graph.inputs[0].buffer, graph.inputs[1].buffer
         k, v, position = (t.tensor for t in graph.inputs[2:])
-        ops.inplace_custom("mxw_cache_write", device, [keys, values, k, v, position],
-                           parameters={"rows_heads": R * H, "slots": S, "dh": dh})
+        cache_write(keys, values, k, v, position)
         graph.output(ops.buffer_load(keys) + ops.buffer_load(values))  # read after the write
     model = InferenceSession(devices=[CPU()]).load(graph)
     rng = np.random.default_rng(6)

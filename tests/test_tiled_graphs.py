@@ -1,7 +1,7 @@
 """The 16-bit GPU graphs' layout and attention, run on the CPU.
 
 GPU targets in float16/bfloat16 pad attention operands to MAX's matmul tile, store cross V
-transposed and attend in the step as float32 sums (`mxwc.graphs.tile_of`); CPU targets never
+transposed and attend in the step as float32 sums (`mxwr.graphspec.TILED`); CPU targets never
 compile those graphs. Here a CPU bundle is built with that tiling forced: it must decode the
 dev speech as the plain CPU bundle does, through the replay bookkeeping the GPU runs.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import DEV
+from support import DEV
 from mxwr.audio import load_audio
 from mxwr.bundle import BundleReader
 from mxwr.transcribe import Transcriber
@@ -23,22 +23,18 @@ CLIPS = [DEV / "jfk.flac", DEV / "ls_tc_1089-134686-0000.wav", DEV / "ls_tc_1089
 
 @pytest.fixture(scope="module")
 def tiled_cpu_bundle(tmp_path_factory):
-    from mxwc import graphs
     from mxwc.build import BuildOptions, build
+    from mxwr.graphspec import TILED
 
     out = tmp_path_factory.mktemp("tiled") / "tiny.en-tiled-cpu.mxw"
-    original = graphs.tile_of
-    graphs.tile_of = lambda dtype, device: graphs.MATMUL_TILE  # as on 16-bit GPU targets
-    try:
-        build(BuildOptions(model="tiny.en", output=out, offline=True), log=lambda _: None)
-    finally:
-        graphs.tile_of = original
+    # The layout of 16-bit GPU targets, on the CPU.
+    build(BuildOptions(model="tiny.en", output=out, offline=True, layout=TILED), log=lambda _: None)
     return out
 
 
 def test_tiled_layout_is_in_the_manifest(tiled_cpu_bundle):
     with BundleReader(tiled_cpu_bundle) as reader:
-        step = {i["name"]: i["shape"] for i in reader.manifest["targets"][0]["graphs"]["step"]["inputs"]}
+        step = {i["name"]: i["shape"] for i in reader.manifest.to_dict()["targets"][0]["graphs"]["step"]["inputs"]}
     assert step["self_k.0"] == [1, 6, 448, 64]  # caches unpadded
     assert step["cross_k"] == [4, 1, 6, 1536, 128]  # slots and width padded to the tile
     assert step["cross_v"] == [4, 1, 6, 128, 1536]  # and V transposed

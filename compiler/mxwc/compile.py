@@ -1,7 +1,7 @@
 """Compiling the graphs for one target and exporting each as a MEF.
 
-Graph inputs and outputs get names here; the names, dtypes and shapes go into the manifest as
-each graph's signature, and the runtime checks a loaded MEF against them.
+Each graph is traced from its role's spec (`mxwr.graphspec`); its signature (names, kinds,
+dtypes, shapes, devices) goes into the manifest, and the runtime checks a loaded MEF against it.
 """
 
 from __future__ import annotations
@@ -16,35 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from max.dtype import DType
-from max.graph import DeviceRef, Graph
+from max.graph import BufferValue, DeviceRef, Graph
 
-from mxwr.dims import ModelDims
+from mxwr.dims import ModelDims, Shape
+from mxwr.graphspec import SPECS, Geometry, Layout, Port, roles
 
-from .graphs import (GraphShape, align_graph, encoder_graph, frontend_graph, prefill_graph, reorder_graph,
-                     step_graph)
-
-DTYPES = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}
-BUILDERS = {"frontend": frontend_graph, "encoder": encoder_graph, "prefill": prefill_graph, "step": step_graph,
-            "reorder": reorder_graph, "align": align_graph}
-
-
-@dataclass(frozen=True)
-class Alignment:
-    """What the align graph needs besides the weights: which heads, and the end-of-text id."""
-
-    heads: tuple[tuple[int, int], ...]
-    eot: int
-
-
-def roles(shape: GraphShape, alignment: Alignment | None) -> list[str]:
-    """The graphs a bundle holds: reorder only where several sequences share a window (beams),
-    align only where word timestamps are wanted."""
-    out = ["frontend", "encoder", "prefill", "step"]
-    if shape.group > 1:
-        out.append("reorder")
-    if alignment is not None:
-        out.append("align")
-    return out
+from .graphs import BUILDERS, Alignment, GraphContext
 
 
 @dataclass
@@ -54,46 +31,30 @@ class CompiledGraph:
     signature: dict[str, list[dict[str, Any]]]
 
 
-def _io_names(role: str, dims: ModelDims) -> tuple[list[str], list[str]]:
-    caches = [f"self_k.{i}" for i in range(dims.n_text_layer)] + [
-        f"self_v.{i}" for i in range(dims.n_text_layer)
-    ]
-    if role == "frontend":
-        return ["padded_audio"], ["mel"]
-    if role == "encoder":
-        return ["mel"], ["audio_features", "cross_k", "cross_v"]
-    if role == "reorder":
-        return ["source_rows", *caches], []
-    if role == "align":
-        return ["tokens", "cross_k", "cross_v"], ["alignment_scores", "next_token_probs"]
-    first = ["tokens", "logit_positions"] if role == "prefill" else ["token", "position"]
-    return [*first, "suppress", *caches, "cross_k", "cross_v"], ["logits", "next_token", "next_logprob"]
+def signature(role: str, graph: Graph, geometry: Geometry) -> dict[str, list[dict[str, Any]]]:
+    """Names from the role's spec; kind, dtype, shape and device as traced, which must be the
+    spec's: the check that the builder honoured it."""
+    in_ports, out_ports = SPECS[role].signature(geometry)
+    inputs = [(value.type, "buffer" if isinstance(value, BufferValue) else "tensor") for value in graph.inputs]
+    outputs = [(t, "tensor") for t in graph.output_types]
+    return {"inputs": _described(role, in_ports, inputs), "outputs": _described(role, out_ports, outputs)}
 
 
-def _describe(name: str, t: Any, kind: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "kind": kind,
-        "dtype": str(t.dtype).removeprefix("DType."),
-        "shape": [int(d) for d in t.shape],
-        "device": "cpu" if t.device == DeviceRef.CPU() else "gpu",
-    }
+def _described(role: str, ports: list[Port], traced: list[tuple[Any, str]]) -> list[dict[str, Any]]:
+    if len(traced) != len(ports):
+        names = [p.name for p in ports]
+        raise ValueError(f"the traced {role} graph has {len(traced)} values where its spec names {names}")
+    out = []
+    for port, (t, kind) in zip(ports, traced):
+        got = {"kind": kind, "dtype": str(t.dtype).removeprefix("DType."), "shape": [int(d) for d in t.shape]}
+        if got != {"kind": port.kind, "dtype": port.dtype, "shape": list(port.shape)}:
+            raise ValueError(f"the traced {role} graph's {port.name} is {got}, its spec says {port}")
+        out.append({"name": port.name, **got, "device": "cpu" if t.device == DeviceRef.CPU() else "gpu"})
+    return out
 
 
-def signature(role: str, graph: Graph, dims: ModelDims) -> dict[str, list[dict[str, Any]]]:
-    in_names, out_names = _io_names(role, dims)
-    inputs = []
-    for name, value in zip(in_names, graph.inputs, strict=True):
-        kind = "buffer" if type(value).__name__ == "BufferValue" else "tensor"
-        inputs.append(_describe(name, value.type, kind))
-    outputs = [_describe(n, t, "tensor") for n, t in zip(out_names, graph.output_types, strict=True)]
-    return {"inputs": inputs, "outputs": outputs}
-
-
-def trace(role: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
-          dtype: str, device: DeviceRef, alignment: Alignment | None = None) -> Graph:
-    extra = {"heads": [list(h) for h in alignment.heads], "eot": alignment.eot} if role == "align" else {}
-    return BUILDERS[role](dims, shape, shapes, DTYPES[dtype], device, **extra)
+def trace(role: str, ctx: GraphContext) -> Graph:
+    return BUILDERS[role](ctx)
 
 
 def parse_target(target: str) -> tuple[str, str] | None:
@@ -107,8 +68,8 @@ def parse_target(target: str) -> tuple[str, str] | None:
 
 
 def _compile_graphs(
-    target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]], dtype: str,
-    alignment: Alignment | None,
+    target: str, dims: ModelDims, shape: Shape, shapes: Mapping[str, tuple[int, ...]], dtype: str,
+    layout: Layout, alignment: Alignment | None,
 ) -> list[tuple[CompiledGraph, float]]:
     from max.driver import CPU, Accelerator
     from max.engine import InferenceSession
@@ -117,16 +78,17 @@ def _compile_graphs(
         device, session = DeviceRef.CPU(), InferenceSession(devices=[CPU()])
     else:
         device, session = DeviceRef.GPU(0), InferenceSession(devices=[Accelerator(0), CPU()])
+    ctx = GraphContext(dims, shape, shapes, DType[dtype], device, layout, alignment)
     out = []
-    for role in roles(shape, alignment):
+    for role in roles(shape, alignment is not None):
         start = time.perf_counter()
-        graph = trace(role, dims, shape, shapes, dtype, device, alignment)
+        graph = trace(role, ctx)
         compiled = session.compile(graph)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{role}.mef"
             compiled.export_mef(path)
             mef = path.read_bytes()
-        out.append((CompiledGraph(role, mef, signature(role, graph, dims)), time.perf_counter() - start))
+        out.append((CompiledGraph(role, mef, signature(role, graph, ctx.geometry)), time.perf_counter() - start))
     return out
 
 
@@ -142,15 +104,15 @@ def _compile_virtual(target: str, *args: Any) -> list[tuple[CompiledGraph, float
 
 
 def compile_target(
-    target: str, dims: ModelDims, shape: GraphShape, shapes: Mapping[str, tuple[int, ...]],
-    dtype: str, log: Callable[[str], None], alignment: Alignment | None = None,
+    target: str, dims: ModelDims, shape: Shape, shapes: Mapping[str, tuple[int, ...]],
+    dtype: str, layout: Layout, log: Callable[[str], None], alignment: Alignment | None = None,
 ) -> list[CompiledGraph]:
-    """Traces and compiles the three graphs for `target`.
+    """Traces and compiles the bundle's graphs for `target`, in `layout`.
 
     GPU targets are cross-compiled with MAX virtual devices, so no GPU is needed to build them;
     each compiles in its own spawned process.
     """
-    args = (dims, shape, shapes, dtype, alignment)
+    args = (dims, shape, shapes, dtype, layout, alignment)
     if parse_target(target) is None:
         results = _compile_graphs(target, *args)
     else:

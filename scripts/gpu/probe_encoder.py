@@ -25,13 +25,16 @@ def main() -> None:
     from max.engine import InferenceSession
     from max.graph import DeviceRef, Graph, TensorType, ops
 
-    from mxwc.graphs import Params, attention, conv1d, layer_norm, linear, mlp, split_heads
+    from mxwc.graphs.attention import attention, split_heads
+    from mxwc.graphs.layers import Params, conv1d, layer_norm, linear, mlp
+    from mxwr.graphspec import Layout
 
     gpu = Accelerator(0)
     session = InferenceSession(devices=[gpu, CPU()])
     device = DeviceRef.GPU(0)
     T, C, H = 1500, 384, 6
     dt = DType.float16
+    tile = Layout.of(True, "float16").tile  # products as a float16 GPU target runs them
     shapes = {"c.weight": (C, 80, 3), "c.bias": (C,), "l.weight": (C, C), "l.bias": (C,), "n.weight": (C,),
               "n.bias": (C,), "b.mlp.0.weight": (4 * C, C), "b.mlp.0.bias": (4 * C,), "b.mlp.2.weight": (C, 4 * C),
               "b.mlp.2.bias": (C,)}
@@ -40,7 +43,7 @@ def main() -> None:
 
     def probe(name, in_shape, body):
         with Graph(name, input_types=[TensorType(dt, in_shape, device)]) as g:
-            p = Params(shapes, dt, device)
+            p = Params(shapes, dt, device, tile)
             g.output(body(p, g.inputs[0].tensor))
         start = time.perf_counter()
         model = session.load(g, weights_registry=weights)

@@ -1,11 +1,10 @@
 """The decoders' last step on 16-bit GPU targets, for a few rows: logits over the vocabulary
 and the greedy token, in two kernels.
 
-MAX runs the product with the tied embedding as a split-K gemv (33 us for tiny.en's 51864 x 384
-on an H100, about a third of the bandwidth) and the greedy choice as three reductions, each
-after a memset (16 us). Here every 16 lanes read one embedding row as 16-byte vectors and keep
-the best logit they saw (22 us); one block per row then finds the best of those and the
-softmax sum (7 us).
+MAX runs the product with the tied embedding as a split-K gemv that uses a fraction of the
+memory bandwidth, and the greedy choice as three reductions, each after a memset. Here every 16
+lanes read one embedding row as 16-byte vectors and keep the best logit they saw; one block per
+row then finds the best of those and the softmax sum (BENCHMARKS.md has the times).
 
 The arithmetic is the graph's: float32 dot products rounded to the model dtype (the product's
 output type, as openai-whisper's fp16 logits), then float32; the greedy token is the lowest id

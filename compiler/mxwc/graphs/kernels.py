@@ -1,0 +1,53 @@
+"""Graph ops of our own Mojo kernels (`compiler/mxwc/kernels`), for layouts that have them.
+
+Both keep the graph ops' arithmetic: the cache write writes one slot where the ops would
+select and store a whole cache; the logits kernel sums in float32 in another order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from max.dtype import DType
+from max.graph import BufferValue, TensorType, TensorValue, ops
+
+from mxwr.graphspec import Layout
+
+KERNELS = Path(__file__).parents[1] / "kernels"  # built into the graphs that use them (custom_extensions)
+
+# The logits kernel's sums run on CUDA cores: past a few rows MAX's tensor-core matmul wins.
+LOGITS_MAX_ROWS = 4
+# It reads each embedding row as 16 lanes of 16-byte vectors: 128 values of a 16-bit dtype.
+LOGITS_WIDTH_MULTIPLE = 128
+# Embedding rows per 256-thread block: 4 for each of its 16-lane groups, whose loads are all in
+# flight before any sum (fewer or more rows a block measured slower).
+LOGIT_ROWS_PER_BLOCK = 64
+
+
+def logits_kernel_fits(rows: int, d: int, layout: Layout) -> bool:
+    return layout.kernels and d % LOGITS_WIDTH_MULTIPLE == 0 and rows <= LOGITS_MAX_ROWS
+
+
+def logits_greedy(x: TensorValue, embedding: TensorValue,
+                  suppress: TensorValue) -> tuple[TensorValue, TensorValue, TensorValue]:
+    """kernels/logits.mojo: x [R, d] -> logits [R, V] f32 against the tied embedding, the lowest
+    id of the largest logit + suppress [R], and its log-probability [R]."""
+    rows, d = (int(n) for n in x.shape)
+    vocab = int(embedding.shape[0])
+    blocks = -(-vocab // LOGIT_ROWS_PER_BLOCK)
+    f32 = DType.float32
+    out_types = [TensorType(f32, [rows, vocab], x.device), TensorType(DType.int64, [rows], x.device),
+                 TensorType(f32, [rows], x.device), TensorType(f32, [rows, blocks], x.device),
+                 TensorType(DType.int32, [rows, blocks], x.device)]
+    outputs = ops.custom("mxw_logits_greedy", x.device, [x, embedding, suppress], out_types,
+                         {"rows": rows, "d": d, "vocab": vocab, "per_block": LOGIT_ROWS_PER_BLOCK})
+    return outputs[0].tensor, outputs[1].tensor, outputs[2].tensor
+
+
+def cache_write(keys: BufferValue, values: BufferValue, k: TensorValue, v: TensorValue,
+                position: TensorValue) -> None:
+    """kernels/cache.mojo: k, v [R, H, 1, dh] into slot `position` of the caches [R, H, S, dh],
+    in place. The position is read on the device, so a recorded device graph replays it."""
+    r, h, s, dh = (int(n) for n in keys.shape)
+    ops.inplace_custom("mxw_cache_write", k.device, [keys, values, k, v, position],
+                       parameters={"rows_heads": r * h, "slots": s, "dh": dh})

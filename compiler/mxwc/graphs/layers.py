@@ -1,0 +1,102 @@
+"""The layers of openai-whisper's `model.py`, on graph weights named as in its state dict.
+
+Weights keep openai-whisper's layout (linear weights [out, in], conv weights [out, in, k]) and
+are bound at load time, so one compiled graph serves every checkpoint of the same shape.
+LayerNorm runs in fp32 whatever the model dtype; GELU is the exact (erf) one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from max.dtype import DType
+from max.graph import DeviceRef, Graph, TensorValue, Weight, ops
+
+LN_EPS = 1e-5
+
+
+class Params:
+    """Hands out graph weights by state-dict name, with the shapes of the weights to be bound.
+
+    `tile` is the target layout's (`Layout.tile`): products with the weights follow it
+    (`times_weight`).
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype: DType, device: DeviceRef,
+                 tile: int | None = None):
+        self._shapes = shapes
+        self._dtype = dtype
+        self._device = device
+        self.tile = tile
+        self._values: dict[str, TensorValue] = {}
+
+    def __call__(self, name: str) -> TensorValue:
+        if name not in self._values:
+            weight = Weight(name, self._dtype, self._shapes[name], self._device)
+            self._values[name] = Graph.current.add_weight(weight)
+        return self._values[name]
+
+
+def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorValue:
+    y = times_weight(x, ops.transpose(p(f"{name}.weight"), 0, 1), p.tile)
+    return y + p(f"{name}.bias") if bias else y
+
+
+def times_weight(x: TensorValue, w: TensorValue, tile: int | None = None) -> TensorValue:
+    """x [..., K] @ w [K, N].
+
+    With a `tile` (16-bit GPU targets) a product of several rows runs as a batch of two halves
+    against two copies of w: MAX 26.7 hands a 16-bit matmul on NVIDIA to cuBLAS, and each such
+    call first zero-fills a 32 MiB workspace, slower than the matmul itself, with the bias a
+    kernel of its own; its batched matmul runs its own tensor-core kernel with the bias and GELU
+    fused in. The copy of w costs one small kernel. One row (the step) keeps the plain product,
+    which MAX runs as a gemv.
+    """
+    rows = int(np.prod([int(d) for d in x.shape[:-1]]))
+    k, n = (int(d) for d in w.shape)
+    # The batched tiled kernel's own conditions (N a multiple of the tile, K of 32 and >= the tile).
+    tiled = tile is not None and n % tile == 0 and k % 32 == 0 and k >= tile
+    if not tiled or rows < 2 or rows % 2:
+        return x @ w
+    pair = ops.concat([ops.unsqueeze(w, 0), ops.unsqueeze(w, 0)], axis=0)
+    y = ops.reshape(x, [2, rows // 2, k]) @ pair
+    return ops.reshape(y, [*(int(d) for d in x.shape[:-1]), n])
+
+
+def layer_norm(p: Params, name: str, x: TensorValue) -> TensorValue:
+    gamma = ops.cast(p(f"{name}.weight"), DType.float32)
+    beta = ops.cast(p(f"{name}.bias"), DType.float32)
+    return ops.cast(ops.layer_norm(ops.cast(x, DType.float32), gamma, beta, LN_EPS), x.dtype)
+
+
+def conv1d(p: Params, name: str, x: TensorValue, stride: int) -> TensorValue:
+    """Kernel-3, padding-1 conv on channels-last x [B, T, C_in] -> [B, T / stride, C_out]."""
+    weight = p(f"{name}.weight")  # [C_out, C_in, 3]
+    if x.device != DeviceRef.CPU():
+        return conv1d_as_matmul(weight, x, stride, p.tile) + p(f"{name}.bias")
+    rscf = ops.unsqueeze(ops.permute(weight, [2, 1, 0]), 0)  # [1, 3, C_in, C_out]
+    y = ops.conv2d(ops.unsqueeze(x, 1), rscf, stride=(1, stride), padding=(0, 0, 1, 1))
+    return ops.squeeze(y, 1) + p(f"{name}.bias")
+
+
+def conv1d_as_matmul(weight: TensorValue, x: TensorValue, stride: int, tile: int | None = None) -> TensorValue:
+    """The same conv as one matmul over the three shifted copies of x (im2col): on GPUs MAX's
+    direct conv kernel is an order of magnitude slower than its matmul for these shapes."""
+    b, t, c = (int(d) for d in x.shape)
+    zeros = ops.constant(np.zeros((b, 1, c), np.float32), DType.float32, x.device).cast(x.dtype)
+    padded = ops.concat([zeros, x, zeros], axis=1)  # [B, T + 2, C_in]
+    taps = ops.concat([padded[:, k : k + t, :] for k in range(3)], axis=-1)  # [B, T, 3 C_in]
+    if stride > 1:
+        taps = ops.reshape(taps, [b, t // stride, stride, 3 * c])[:, :, 0, :]
+    kernel = ops.reshape(ops.permute(weight, [2, 1, 0]), [3 * c, int(weight.shape[0])])  # [3 C_in, C_out]
+    return times_weight(taps, kernel, tile)
+
+
+def mlp(p: Params, name: str, x: TensorValue) -> TensorValue:
+    return linear(p, f"{name}.mlp.2", ops.gelu(linear(p, f"{name}.mlp.0", x)))
+
+
+def head_scale(dims_state: int, n_head: int) -> float:
+    """openai-whisper scales q and k each by d_head^-0.25."""
+    return float((dims_state // n_head) ** -0.25)
