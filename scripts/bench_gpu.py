@@ -102,7 +102,7 @@ def reference_weights(bundle: str):
     from mxwr.bundle import BundleReader
 
     reader = BundleReader(bundle)
-    target = reader.manifest["targets"][0]["name"]
+    target = reader.manifest.targets[0].name
     return weights_from_bundle(reader, target)
 
 
@@ -135,7 +135,7 @@ def engine_mxw(args) -> dict:
     # One process loads every bundle below, one after another: MAX sizes its graph pool once, so
     # for the largest of them (the batch bundle), not for whichever loads first.
     readers = [BundleReader(b) for b in (args.fp32, args.fp16, args.batch_bundle) if b]
-    gpu_memory.reserve_bytes(max(gpu_memory.bundle_needs(r.manifest, lambda n, r=r: r.section(n)["length"]) for r in readers))
+    gpu_memory.reserve_bytes(max(gpu_memory.bundle_needs(r.manifest) for r in readers))
     clips = load_clips(Path(args.clips))
     out: dict = {"engine": "mxw"}
     memory = PeakMemory()
@@ -388,7 +388,7 @@ def engine_transformers(args) -> dict:
     memory = PeakMemory()
     weights = reference_weights(args.fp16)
     d = weights.dims
-    special = BundleReader(args.fp16).manifest["tokenizer"]
+    special = BundleReader(args.fp16).manifest.tokenizer.to_dict()
     config = WhisperConfig(
         vocab_size=d.n_vocab, num_mel_bins=d.n_mels, encoder_layers=d.n_audio_layer,
         encoder_attention_heads=d.n_audio_head, decoder_layers=d.n_text_layer,

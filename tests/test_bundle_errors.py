@@ -9,24 +9,15 @@ import struct
 import msgpack
 import pytest
 
-from conftest import DEV, run_cli
 from mxwr.bundle import HEADER, BundleReader
+from support import DEV, assert_one_line_error, run_cli
 
 JFK = DEV / "jfk_inaugural.wav"
 
 
-def assert_one_line_error(proc, *needles: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("mxwr: error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 def sections_of(bundle) -> list[dict]:
     with BundleReader(bundle) as reader:
-        return list(reader.manifest["sections"])
+        return reader.manifest.to_dict()["sections"]
 
 
 def copy(bundle, tmp_path, name="copy.mxw"):
@@ -142,3 +133,60 @@ def test_text_file_as_audio(tiny_bundle, tmp_path):
 def test_wrong_target_is_refused(tiny_bundle):
     proc = run_cli("mxwr", "run", "--device", "gpu", str(tiny_bundle), str(JFK))
     assert_one_line_error(proc, "targets [cpu]")
+
+
+def test_misaligned_section_is_refused(tiny_bundle, tmp_path):
+    bad = copy(tiny_bundle, tmp_path)
+
+    def shift(manifest):
+        manifest["sections"][1]["offset"] += 8  # still inside the file, off the 64-byte grid
+
+    rewrite_manifest(bad, shift)
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "not 64-byte aligned")
+
+
+def test_overlapping_sections_are_refused(tiny_bundle, tmp_path):
+    """Two sections sharing bytes (a mel filterbank pointed into the weights) are refused
+    before either is read: each section is its own bytes."""
+    bad = copy(tiny_bundle, tmp_path)
+
+    def overlap(manifest):
+        weights = next(s for s in manifest["sections"] if s["kind"] == "weights")
+        filters = next(s for s in manifest["sections"] if s["kind"] == "mel_filters")
+        filters["offset"] = weights["offset"] + 64
+
+    rewrite_manifest(bad, overlap)
+    assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "overlap")
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda data: struct.pack_into("<I", data, 12, 1), "header flags"),  # flags must be 0
+    (lambda data: data.extend(b"\0" * 64), "truncated or corrupt"),  # the manifest must end the file
+])
+def test_header_rules_are_enforced(tiny_bundle, tmp_path, edit, needle):
+    from mxwr.errors import BundleError
+
+    bad = copy(tiny_bundle, tmp_path)
+    data = bytearray(bad.read_bytes())
+    edit(data)
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=needle):
+        BundleReader(bad)
+
+
+def test_manifest_version_must_be_the_headers(tiny_bundle, tmp_path):
+    from mxwr.errors import BundleError
+
+    bad = copy(tiny_bundle, tmp_path)
+    rewrite_manifest(bad, lambda manifest: manifest.__setitem__("format_version", [2, 99]))
+    with pytest.raises(BundleError, match="format_version is not the header's"):
+        BundleReader(bad)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "bundle.mxw"
+    os.mkfifo(fifo)
+    proc = run_cli("mxwr", "inspect", str(fifo), timeout=60)
+    assert_one_line_error(proc, "not a regular file")

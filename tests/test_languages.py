@@ -9,8 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from conftest import DEV, run_cli
-from test_transcribe import CLIPS, IDS, assert_parity, assert_same_result, reference
+from support import CLIPS, DEV, IDS, assert_parity, assert_same_result, reference, run_cli
 
 GERMAN = DEV / "pv_test_de.wav"
 
@@ -113,7 +112,7 @@ def test_large_v3_tokenizer_has_cantonese(large_v3_like):
     tok = get_tokenizer(True, num_languages=100)
     with BundleReader(large_v3_like) as reader:
         special = SpecialTokens.from_bundle(reader)
-        assert reader.manifest["dims"]["n_mels"] == 128
+        assert reader.manifest.dims.n_mels == 128
     assert special.languages == dict(zip(tok.all_language_codes, tok.all_language_tokens))
     assert "yue" in special.languages and len(special.languages) == 100
     assert (special.transcribe, special.translate, special.no_timestamps, special.timestamp_begin) == (

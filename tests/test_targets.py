@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import DEV, run_cli
 from mxwr.bundle import BundleReader
 from mxwr.errors import MxwError
-from mxwr.model import REPLAYED
+from mxwr.graphspec import SPECS, Layout
+from mxwr.manifest import GraphEntry, Target
 from mxwr.targets import select_target
-from test_bundle_errors import assert_one_line_error
+from support import DEV, assert_one_line_error, run_cli
 
 JFK = DEV / "jfk_inaugural.wav"
+REPLAYED = [role for role, spec in SPECS.items() if spec.replayed]
 
 
-def entry(name: str, dtype: str = "float32") -> dict:
-    graphs = {role: {"section": f"graph.{name}.{role}", "inputs": [], "outputs": []} for role in ("encoder", "prefill", "step")}
-    return {"name": name, "dtype": dtype, "weights_section": f"weights.{dtype}", "graphs": graphs}
+def entry(name: str, dtype: str = "float32") -> Target:
+    graphs = {role: GraphEntry(role, f"graph.{name}.{role}", (), ()) for role in ("encoder", "prefill", "step")}
+    return Target(name, dtype, f"weights.{dtype}", Layout.of(name != "cpu", dtype), graphs)
 
 
 BOTH = [entry("cpu"), entry("cuda:sm_90a", "float16")]
@@ -66,7 +67,7 @@ def test_cross_compiled_bundle_describes_gpu_graphs(gpu_bundle, tiny_weights):
     import torch
 
     with BundleReader(gpu_bundle) as reader:
-        (target,) = reader.manifest["targets"]
+        (target,) = reader.manifest.to_dict()["targets"]
         assert (target["name"], target["dtype"]) == ("cuda:sm_90a", "bfloat16")
         step = target["graphs"]["step"]
         devices = {i["name"]: i["device"] for i in step["inputs"]}

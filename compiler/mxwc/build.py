@@ -14,11 +14,14 @@ import msgpack
 import numpy as np
 
 from mxwr.bundle import BundleWriter
-from mxwr.constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from mxwr.dims import Shape
+from mxwr.graphspec import Layout
+from mxwr.manifest import (FORMAT_MAJOR, FORMAT_MINOR, Audio, GraphEntry, Manifest, ModelInfo, Producer, Target,
+                           Tokenizer)
 
 from . import __version__
-from .compile import Alignment, compile_target, parse_target
-from .graphs import GraphShape, stft_basis
+from .compile import compile_target, parse_target
+from .graphs import Alignment, stft_basis
 from .tokenizer import mel_filters, tokenizer_tables
 from .weights import load_weights
 
@@ -35,6 +38,7 @@ class BuildOptions:
     group: int = 1  # sequences per window: beam search and best-of need --beams N
     word_timestamps: bool = True  # compile the align graph
     offline: bool = False
+    layout: Layout | None = None  # None: each target's own (`Layout.of`)
 
 
 class BuildError(ValueError):
@@ -89,8 +93,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             raise BuildError(str(e)) from None
     if options.group > 1 and options.batch > 1:
         raise BuildError("--beams and --batch cannot both exceed 1: a bundle decodes many windows or many beams")
-    shape = GraphShape(batch=options.batch, max_seq=options.max_seq, prompt_len=options.prompt_len,
-                       group=options.group)
+    shape = Shape(batch=options.batch, max_seq=options.max_seq, prompt_len=options.prompt_len,
+                  group=options.group)
 
     with stage(log, "tokenizer and mel filters"):
         pieces, tokenizer = tokenizer_tables(dims)
@@ -102,11 +106,12 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
 
     frontend = {"mel_filters": filters, "stft_basis": stft_basis()}  # float32 whatever the dtype
     shapes = {k: tuple(v.shape) for k, v in {**weights.tensors, **frontend}.items()}
-    compiled = {}
+    compiled, layouts = {}, {}
     for target in options.targets:
         dtype = target_dtype(target, options.dtype)
+        layouts[target] = options.layout or Layout.of(parse_target(target) is not None, dtype)
         with stage(log, f"tracing and compiling graphs for {target} ({dtype})"):
-            compiled[target] = compile_target(target, dims, shape, shapes, dtype, log, alignment)
+            compiled[target] = compile_target(target, dims, shape, shapes, dtype, layouts[target], log, alignment)
 
     with stage(log, f"writing bundle {options.output}"):
         writer = BundleWriter(options.output)
@@ -118,31 +123,24 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             targets = []
             for target, graphs in compiled.items():
                 dtype = target_dtype(target, options.dtype)
-                entry = {"name": target, "dtype": dtype, "weights_section": f"weights.{dtype}", "graphs": {}}
+                entries = {}
                 for g in graphs:
                     section = f"graph.{target}.{g.role}"
                     writer.add_bytes(section, "mef", g.mef, compress=True)
-                    entry["graphs"][g.role] = {"section": section, **g.signature}
-                targets.append(entry)
-            path = writer.finish(
-                {
-                    "producer": {
-                        "name": "mxwc", "version": __version__, "max_version": version("max"),
-                        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    },
-                    "model": {"name": weights.name, "source": weights.source},
-                    "dims": dims.to_dict(),
-                    "shape": {"batch": shape.batch, "max_seq": shape.max_seq, "prompt_len": shape.prompt_len,
-                              "group": shape.group},
-                    "targets": targets,
-                    "tokenizer": {**tokenizer, "vocabulary_section": "vocabulary"},
-                    "audio": {
-                        "sample_rate": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH,
-                        "n_samples": N_SAMPLES, "n_frames": N_FRAMES, "mel_filters_section": "mel_filters",
-                    },
-                    "alignment_heads": [list(h) for h in heads],
-                }
-            )
+                    entries[g.role] = GraphEntry.from_dict(g.role, {"section": section, **g.signature})
+                targets.append(Target(target, dtype, f"weights.{dtype}", layouts[target], entries))
+            created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            path = writer.finish(Manifest(
+                format_version=(FORMAT_MAJOR, FORMAT_MINOR),
+                producer=Producer("mxwc", __version__, version("max"), created),
+                model=ModelInfo(weights.name, weights.source),
+                dims=dims,
+                shape=shape,
+                targets=tuple(targets),
+                tokenizer=Tokenizer.from_dict({**tokenizer, "vocabulary_section": "vocabulary"}, dims.n_vocab),
+                audio=Audio.ours("mel_filters"),
+                alignment_heads=tuple((layer, head) for layer, head in heads),
+            ))
         except BaseException:
             writer.abort()
             raise

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from mxwr.bundle import BundleReader
-from mxwr.dims import ModelDims
 
 from .weights import ModelWeights
 
@@ -39,11 +38,11 @@ class Row:
 
 def weights_from_bundle(reader: BundleReader, target: str = "cpu") -> ModelWeights:
     """The bundle's weights as a ModelWeights (fp32), so the reference runs on exactly them."""
-    entry = next(t for t in reader.manifest["targets"] if t["name"] == target)
-    tensors = {k: np.asarray(v, dtype=np.float32) for k, v in reader.read_tensors(entry["weights_section"]).items()}
     m = reader.manifest
-    return ModelWeights(m["model"]["name"], ModelDims.from_dict(m["dims"]), tensors,
-                        f"bundle {reader.path}", m.get("alignment_heads"))
+    entry = next(t for t in m.targets if t.name == target)
+    tensors = {k: np.asarray(v, dtype=np.float32) for k, v in reader.read_tensors(entry.weights_section).items()}
+    heads = [list(h) for h in m.alignment_heads] if m.alignment_heads is not None else None
+    return ModelWeights(m.model.name, m.dims, tensors, f"bundle {reader.path}", heads)
 
 
 def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import stat
 import struct
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,17 +27,14 @@ import numpy as np
 import zstandard
 
 from .errors import BundleError
+from .manifest import ALIGN, FORMAT_MAJOR, FORMAT_MINOR, Manifest, Section, TensorEntry
 
 MAGIC = b"\x89MXW\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncation at byte 1
-FORMAT_MAJOR = 2  # 2.0: the step graph takes its position on the device
-FORMAT_MINOR = 0
-READABLE_MAJORS = (1, 2)  # 1.x: the step's position is a host input (1.1: shape.group, reorder, align)
-ALIGN = 64
 HEADER = struct.Struct("<8sHHIQQ32s")  # magic, major, minor, flags, manifest offset, length, sha256
-HEADER_SIZE = 64
+HEADER_SIZE = HEADER.size  # 64
 MAX_MANIFEST_BYTES = 64 << 20
 
-# dtypes a tensor section may hold; bfloat16 has no numpy type and is read as raw uint16.
+# numpy types of the tensor dtypes; bfloat16 has none and is read as raw uint16.
 NUMPY_DTYPES = {
     "float32": np.dtype("<f4"),
     "float16": np.dtype("<f2"),
@@ -48,15 +46,6 @@ NUMPY_DTYPES = {
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int  # relative to the start of its section
-    nbytes: int
 
 
 # ----------------------------------------------------------------------------------------------
@@ -76,7 +65,7 @@ class BundleWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f: BinaryIO = open(self._tmp, "wb")
         self._f.write(b"\0" * HEADER_SIZE)
-        self._sections: list[dict[str, Any]] = []
+        self._sections: list[Section] = []
 
     def _pad(self) -> int:
         pos = self._f.tell()
@@ -94,17 +83,8 @@ class BundleWriter:
             encoding = "zstd"
         offset = self._pad()
         self._f.write(data)
-        self._sections.append(
-            {
-                "name": name,
-                "kind": kind,
-                "offset": offset,
-                "length": len(data),
-                "encoding": encoding,
-                "raw_length": raw_length,
-                "sha256": hashlib.sha256(data).hexdigest(),
-            }
-        )
+        self._sections.append(Section(name, kind, offset, len(data), encoding, raw_length,
+                                      hashlib.sha256(data).hexdigest()))
 
     def add_tensors(self, name: str, kind: str, arrays: dict[str, np.ndarray], dtype: str | None = None) -> None:
         """Adds a section of raw little-endian tensors, each 64-byte aligned so it can be mmapped.
@@ -129,34 +109,18 @@ class BundleWriter:
             data = blob.tobytes()
             self._f.write(data)
             digest.update(data)
-            table.append(
-                {
-                    "name": tname,
-                    "dtype": dtype_name,
-                    "shape": list(array.shape),
-                    "offset": pos - start,
-                    "nbytes": len(data),
-                }
-            )
+            table.append(TensorEntry(tname, dtype_name, tuple(array.shape), pos - start, len(data)))
             pos += len(data)
-        self._sections.append(
-            {
-                "name": name,
-                "kind": kind,
-                "offset": start,
-                "length": pos - start,
-                "encoding": "raw",
-                "raw_length": pos - start,
-                "sha256": digest.hexdigest(),
-                "tensors": table,
-            }
-        )
+        self._sections.append(Section(name, kind, start, pos - start, "raw", pos - start, digest.hexdigest(),
+                                      tuple(table)))
 
-    def finish(self, manifest: dict[str, Any]) -> Path:
-        manifest = dict(manifest, sections=self._sections)
-        manifest["format_version"] = [FORMAT_MAJOR, FORMAT_MINOR]
-        blob = msgpack.packb(manifest, use_bin_type=True)
+    def finish(self, manifest: Manifest) -> Path:
+        """Writes `manifest` with this writer's sections, checked as a reader will check it."""
+        manifest = replace(manifest, format_version=(FORMAT_MAJOR, FORMAT_MINOR), sections=tuple(self._sections))
         offset = self._pad()
+        fields = manifest.to_dict()
+        Manifest.from_dict(fields, data_end=offset)  # never write what the reader refuses
+        blob = msgpack.packb(fields, use_bin_type=True)
         self._f.write(blob)
         self._f.seek(0)
         self._f.write(
@@ -174,7 +138,7 @@ class BundleWriter:
         self._tmp.unlink(missing_ok=True)
 
     def _check_new(self, name: str) -> None:
-        if any(s["name"] == name for s in self._sections):
+        if any(s.name == name for s in self._sections):
             raise ValueError(f"duplicate section {name!r}")
 
 
@@ -192,18 +156,25 @@ def _dtype_name(array: np.ndarray) -> str:
 class BundleReader:
     """Opens a bundle read-only (memory-mapped) and hands out verified sections.
 
-    Each section's sha256 is checked the first time it is used; tensors are zero-copy numpy views
-    into the mapping, so the reader must outlive every model bound to its weights.
+    The header and the manifest are checked when the bundle is opened (`Manifest.from_dict`);
+    each section's sha256 the first time it is used. Tensors are zero-copy numpy views into the
+    mapping, so the reader must outlive every model bound to its weights.
     """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         try:
-            self._file = open(self.path, "rb")
+            mode = os.stat(self.path).st_mode
         except FileNotFoundError:
             raise BundleError(f"bundle not found: {self.path}") from None
-        except IsADirectoryError:
-            raise BundleError(f"bundle path is a directory: {self.path}") from None
+        except OSError as e:
+            raise BundleError(f"cannot open bundle {self.path}: {e.strerror}") from None
+        if stat.S_ISDIR(mode):
+            raise BundleError(f"bundle path is a directory: {self.path}")
+        if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+            raise BundleError(f"bundle path is not a regular file: {self.path}")
+        try:
+            self._file = open(self.path, "rb")
         except OSError as e:
             raise BundleError(f"cannot open bundle {self.path}: {e.strerror}") from None
         size = os.fstat(self._file.fileno()).st_size
@@ -212,70 +183,49 @@ class BundleReader:
             raise BundleError(f"{self.path} is not an mxw bundle (only {size} bytes)")
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.size = size
-        self.manifest = self._read_manifest()
-        self._sections = self._read_section_table()
+        try:
+            self.manifest = self._read_manifest()
+        except BundleError:
+            self.close()
+            raise
+        self._sections = {s.name: s for s in self.manifest.sections}
         self._verified: set[str] = set()
 
-    # -- header and manifest ---------------------------------------------------------------
-
-    def _read_manifest(self) -> dict[str, Any]:
-        magic, major, minor, _flags, offset, length, digest = HEADER.unpack_from(self._map, 0)
+    def _read_manifest(self) -> Manifest:
+        magic, major, minor, flags, offset, length, digest = HEADER.unpack_from(self._map, 0)
         if magic != MAGIC:
             raise BundleError(f"{self.path} is not an mxw bundle (bad magic bytes)")
-        if major not in READABLE_MAJORS:
+        if major != FORMAT_MAJOR:
             raise BundleError(
-                f"{self.path} has bundle format {major}.{minor}; this mxwr reads formats "
-                f"{', '.join(f'{m}.x' for m in READABLE_MAJORS)} — "
+                f"{self.path} has bundle format {major}.{minor}; this mxwr reads format {FORMAT_MAJOR}.x — "
                 f"{'upgrade mxwr' if major > FORMAT_MAJOR else 'rebuild the bundle'}"
             )
-        if length > MAX_MANIFEST_BYTES or offset < HEADER_SIZE or offset + length > self.size:
+        if flags != 0:
+            raise BundleError(f"{self.path} is corrupt: header flags are set (format 2 defines none)")
+        if length > MAX_MANIFEST_BYTES or offset < HEADER_SIZE or offset + length != self.size:
             raise BundleError(
                 f"{self.path} is truncated or corrupt: manifest at [{offset}, {offset + length}) "
                 f"but the file has {self.size} bytes"
             )
+        if offset % ALIGN:
+            raise BundleError(f"{self.path} is corrupt: the manifest is not {ALIGN}-byte aligned")
         blob = self._map[offset : offset + length]
         if hashlib.sha256(blob).digest() != digest:
             raise BundleError(f"{self.path} is corrupt: manifest checksum mismatch")
         try:
-            manifest = msgpack.unpackb(blob, raw=False, strict_map_key=True)
+            fields = msgpack.unpackb(blob, raw=False, strict_map_key=True)
         except Exception as e:  # msgpack raises several types; all mean the same to the user
-            raise BundleError(f"{self.path} is corrupt: unreadable manifest ({e})") from None
-        if not isinstance(manifest, dict):
-            raise BundleError(f"{self.path} is corrupt: manifest is not a map")
-        self._manifest_offset = offset
-        return manifest
-
-    def _read_section_table(self) -> dict[str, dict[str, Any]]:
-        sections = self.manifest.get("sections")
-        if not isinstance(sections, list):
-            raise BundleError(f"{self.path} is corrupt: manifest has no section table")
-        table: dict[str, dict[str, Any]] = {}
-        for s in sections:
-            try:
-                name, offset, length = s["name"], s["offset"], s["length"]
-                ok = (
-                    isinstance(name, str) and isinstance(offset, int) and isinstance(length, int)
-                    and isinstance(s["sha256"], str) and s["encoding"] in ("raw", "zstd")
-                    and isinstance(s["raw_length"], int)
-                )
-            except (KeyError, TypeError):
-                ok = False
-            if not ok:
-                raise BundleError(f"{self.path} is corrupt: malformed section entry")
-            if offset < HEADER_SIZE or length < 0 or offset + length > self._manifest_offset:
-                raise BundleError(
-                    f"{self.path} is truncated or corrupt: section {name!r} at "
-                    f"[{offset}, {offset + length}) lies outside the data area"
-                )
-            table[name] = s
-        return table
+            raise BundleError(f"{self.path} is corrupt: unreadable manifest ({type(e).__name__}: {e})") from None
+        if isinstance(fields, dict) and fields.get("format_version") != [major, minor]:
+            raise BundleError(f"{self.path} is corrupt: the manifest's format_version is not the header's")
+        try:
+            return Manifest.from_dict(fields, data_end=offset)
+        except BundleError as e:
+            raise BundleError(f"{self.path}: {e}") from None
 
     # -- sections ----------------------------------------------------------------------------
 
-    def has_section(self, name: str) -> bool:
-        return name in self._sections
-
-    def section(self, name: str) -> dict[str, Any]:
+    def section(self, name: str) -> Section:
         try:
             return self._sections[name]
         except KeyError:
@@ -283,9 +233,9 @@ class BundleReader:
 
     def _raw(self, name: str) -> memoryview:
         s = self.section(name)
-        view = memoryview(self._map)[s["offset"] : s["offset"] + s["length"]]
+        view = memoryview(self._map)[s.offset : s.end]
         if name not in self._verified:
-            if hashlib.sha256(view).hexdigest() != s["sha256"]:
+            if hashlib.sha256(view).hexdigest() != s.sha256:
                 raise BundleError(f"{self.path} is corrupt: section {name!r} checksum mismatch")
             self._verified.add(name)
         return view
@@ -294,14 +244,14 @@ class BundleReader:
         """A verified section's contents, decompressed."""
         s = self.section(name)
         data = self._raw(name)
-        if s["encoding"] == "zstd":
+        if s.encoding == "zstd":
             try:
-                out = zstandard.ZstdDecompressor().decompress(data, max_output_size=s["raw_length"])
+                out = zstandard.ZstdDecompressor().decompress(data, max_output_size=s.raw_length)
             except zstandard.ZstdError as e:
-                raise BundleError(f"{self.path} is corrupt: section {name!r}: {e}") from None
+                raise BundleError(f"{self.path} is corrupt: section {name!r}: zstd: {e or 'undecodable'}") from None
         else:
             out = bytes(data)
-        if len(out) != s["raw_length"]:
+        if len(out) != s.raw_length:
             raise BundleError(f"{self.path} is corrupt: section {name!r} has the wrong length")
         return out
 
@@ -309,43 +259,17 @@ class BundleReader:
         try:
             return msgpack.unpackb(self.read_bytes(name), raw=False)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-            raise BundleError(f"{self.path} is corrupt: section {name!r}: {e}") from None
-
-    def tensor_entries(self, name: str) -> list[TensorEntry]:
-        s = self.section(name)
-        entries = []
-        for t in s.get("tensors") or []:
-            try:
-                entry = TensorEntry(
-                    t["name"], t["dtype"], tuple(int(d) for d in t["shape"]), int(t["offset"]),
-                    int(t["nbytes"]),
-                )
-            except (KeyError, TypeError, ValueError):
-                raise BundleError(f"{self.path} is corrupt: malformed tensor entry") from None
-            dtype = NUMPY_DTYPES.get(entry.dtype)
-            count = int(np.prod(entry.shape, dtype=np.int64))
-            if (
-                dtype is None or any(d < 0 for d in entry.shape)
-                or entry.nbytes != count * dtype.itemsize
-                or entry.offset < 0 or entry.offset % ALIGN
-                or entry.offset + entry.nbytes > s["length"]
-            ):
-                raise BundleError(
-                    f"{self.path} is corrupt: tensor {entry.name!r} does not fit section {name!r}"
-                )
-            entries.append(entry)
-        return entries
+            raise BundleError(f"{self.path} is corrupt: section {name!r}: {type(e).__name__}: {e}") from None
 
     def read_tensors(self, name: str) -> dict[str, np.ndarray]:
         """Zero-copy, read-only views of a verified tensor section."""
+        s = self.section(name)
         view = self._raw(name)
-        out = {}
-        for e in self.tensor_entries(name):
-            out[e.name] = np.frombuffer(
-                view, dtype=NUMPY_DTYPES[e.dtype], count=e.nbytes // NUMPY_DTYPES[e.dtype].itemsize,
-                offset=e.offset,
-            ).reshape(e.shape)
-        return out
+        return {
+            e.name: np.frombuffer(view, dtype=NUMPY_DTYPES[e.dtype], count=e.nbytes // NUMPY_DTYPES[e.dtype].itemsize,
+                                  offset=e.offset).reshape(e.shape)
+            for e in s.tensors or ()
+        }
 
     def verify(self) -> None:
         """Checks every section's checksum (what `mxwr inspect --verify` does)."""

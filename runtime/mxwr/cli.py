@@ -188,7 +188,7 @@ def _results(transcriber, audio: tuple[str, ...], args: dict):
 
 
 def model_name(transcriber) -> str:
-    return str(transcriber.bundle.manifest.get("model", {}).get("name", "this"))
+    return transcriber.bundle.manifest.model.name
 
 
 @cli.command()
@@ -203,13 +203,15 @@ def inspect(bundle: str, verify: bool) -> None:
             reader.verify()
         m = reader.manifest
         summary = {
-            "format_version": m.get("format_version"),
-            "producer": m.get("producer"),
-            "model": m.get("model"),
-            "dims": m.get("dims"),
-            "shape": m.get("shape"),
-            "targets": [{"name": t.get("name"), "dtype": t.get("dtype")} for t in m.get("targets", [])],
-            "sections": [{k: s.get(k) for k in ("name", "kind", "length", "encoding")} for s in m["sections"]],
+            "format_version": list(m.format_version),
+            "producer": m.producer.to_dict(),
+            "model": m.model.to_dict(),
+            "dims": m.dims.to_dict(),
+            "shape": m.shape.to_dict(),
+            "targets": [{"name": t.name, "dtype": t.dtype, "layout": t.layout.to_dict(), "graphs": list(t.graphs)}
+                        for t in m.targets],
+            "sections": [{"name": s.name, "kind": s.kind, "length": s.length, "encoding": s.encoding}
+                         for s in m.sections],
             "verified": verify,
         }
         click.echo(json.dumps(summary, indent=2))

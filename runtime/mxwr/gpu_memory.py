@@ -1,8 +1,8 @@
 """Sizing the memory pool MAX records device graphs into.
 
 MAX takes that pool when it first opens a GPU, as a percentage of the GPU's memory
-(`MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE_PERCENT`), and by default takes nearly all of it:
-72 of an H100's 80 GB for whisper tiny. An edge runtime shares its GPU, so mxwr asks for what
+(`MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE_PERCENT`), and by default takes nearly all of it,
+however small the model (BENCHMARKS.md has the figure). An edge runtime shares its GPU, so mxwr asks for what
 the bundle needs — its weights twice over plus the encoder's attention scores for its batch, and
 at least 4 GiB — unless the variable is already set. The GPU's size comes from the CUDA driver
 (no context is created), before MAX opens the device. The pool serves the whole process, sized
@@ -14,23 +14,22 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from typing import Any, Callable
+
+from .graphspec import MATMUL_TILE, round_up
+from .manifest import Manifest
 
 VARIABLE = "MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE_PERCENT"
 FLOOR = 4 << 30
 
 
-def bundle_needs(manifest: dict[str, Any], section_length: Callable[[str], int]) -> int:
+def bundle_needs(manifest: Manifest) -> int:
     """Bytes the largest GPU target of a bundle needs in the pool."""
-    dims, shape = manifest.get("dims") or {}, manifest.get("shape") or {}
-    try:
-        heads, ctx, batch = int(dims["n_audio_head"]), int(dims["n_audio_ctx"]), int(shape["batch"])
-    except (KeyError, TypeError, ValueError):
-        return FLOOR
+    dims, batch = manifest.dims, manifest.shape.batch
+    ctx = dims.n_audio_ctx
     # fp32 scores, their softmax and the 16-bit probabilities of one encoder layer, with margin.
-    scores = batch * heads * ctx * (-(-ctx // 128) * 128) * 10 * 2
-    needs = [2 * section_length(str(t.get("weights_section"))) + scores + (512 << 20)
-             for t in manifest.get("targets") or [] if isinstance(t, dict) and t.get("name") != "cpu"]
+    scores = batch * dims.n_audio_head * ctx * round_up(ctx, MATMUL_TILE) * 10 * 2
+    needs = [2 * manifest.section(t.weights_section).length + scores + (512 << 20)
+             for t in manifest.targets if t.is_gpu]
     return max([FLOOR, *needs])
 
 
@@ -48,10 +47,10 @@ def cuda_total_memory(index: int = 0) -> int | None:
     return total.value
 
 
-def reserve_for(manifest: dict[str, Any], section_length: Callable[[str], int]) -> None:
+def reserve_for(manifest: Manifest) -> None:
     """Sets MAX's pool size for this bundle, unless set already or there is no NVIDIA GPU."""
-    if any(isinstance(t, dict) and t.get("name") != "cpu" for t in manifest.get("targets") or []):
-        reserve_bytes(bundle_needs(manifest, section_length))
+    if any(t.is_gpu for t in manifest.targets):
+        reserve_bytes(bundle_needs(manifest))
 
 
 def reserve_bytes(needed: int) -> None:

@@ -1,7 +1,8 @@
 """The bundle's compiled graphs, bound to its weights on one device.
 
-`WhisperModel` loads the three MEFs of the chosen target (milliseconds: nothing is compiled at
-the edge) and binds them to the memory-mapped weights. Decoding state stays on the device: the
+`WhisperModel` loads the MEFs of the chosen target (nothing is compiled at the edge) and binds
+them to the memory-mapped weights; every graph is run with its inputs by name, in the order its
+manifest signature (its role's spec, `graphspec.py`) gives. Decoding state stays on the device: the
 encoder's cross-attention K/V are passed back to the decoder graphs as the device buffers the
 encoder returned, and the self-attention caches are device buffers the graphs write in place.
 On GPU targets every graph but `align` runs as a replayed device graph (replay.py): one launch
@@ -11,7 +12,7 @@ per run instead of one per kernel.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Hashable
 
@@ -20,13 +21,12 @@ import numpy as np
 from . import gpu_memory
 from .bundle import NUMPY_DTYPES, BundleReader
 from .constants import N_FFT, N_FRAMES, N_SAMPLES
-from .dims import ModelDims
 from .errors import BundleError, MxwError
+from .graphspec import SPECS, cache_names
+from .manifest import GraphEntry, Target
 from .replay import Const, Fixed, ReplayedGraph
-from .targets import Target, select_target
+from .targets import open_device, select_target
 
-ROLES = ("frontend", "encoder", "prefill", "step", "reorder", "align")
-REPLAYED = ("frontend", "encoder", "prefill", "step", "reorder")  # align runs once per window
 REPLAY_MODES = ("auto", "off", "emulate")
 
 
@@ -83,17 +83,16 @@ class KVCache:
     """Self-attention key/value caches, one buffer per layer for K and for V, on the device."""
 
     def __init__(self, model: "WhisperModel"):
-        d = model.dims
-        shape = (model.rows, d.n_text_head, model.max_seq, d.n_text_state // d.n_text_head)
-        # Some GPU bundles store them padded to the matmul tile: the step graph's inputs say how.
-        specs = {i.get("name"): i for i in model.target.graphs["step"].get("inputs", [])}
-        if "self_k.0" in specs:
-            shape = tuple(specs["self_k.0"]["shape"])
+        self.names = cache_names(model.dims.n_text_layer)
+        ports = [model.target.graphs["step"].input(name) for name in self.names]
         # Zeros, not garbage: masked slots still enter the attention products (as 0 * value).
         self.buffers = [
-            _device_array(np.zeros(shape, dtype=NUMPY_DTYPES[model.target.dtype]), model.target.dtype, model.device)
-            for _ in range(2 * d.n_text_layer)
+            _device_array(np.zeros(p.shape, dtype=NUMPY_DTYPES[p.dtype]), p.dtype, model.device) for p in ports
         ]
+
+    def named(self, fixed: bool) -> dict[str, Any]:
+        """The caches as graph inputs; `fixed`: marked as buffers a recording keeps (replay)."""
+        return {name: Fixed(b) if fixed else b for name, b in zip(self.names, self.buffers)}
 
 
 class WhisperModel:
@@ -104,22 +103,15 @@ class WhisperModel:
         from max import engine
         from max.driver import CPU
 
-        m = bundle.manifest
-        self.dims = ModelDims.from_dict(m.get("dims"))
-        shape = m.get("shape") or {}
-        self.batch, self.max_seq, self.prompt_len = (
-            _positive_int(shape, k) for k in ("batch", "max_seq", "prompt_len")
-        )
-        self.group = _positive_int({"group": 1, **shape}, "group")  # sequences per window (1.0 bundles: 1)
-        self.rows = self.batch * self.group  # the decoder graphs' batch
-        if self.max_seq > self.dims.n_text_ctx:
-            raise BundleError(f"bundle max_seq {self.max_seq} exceeds n_text_ctx {self.dims.n_text_ctx}")
+        m = bundle.manifest  # validated when read: dims, shape and signatures agree
+        self.dims, self.shape = m.dims, m.shape
+        self.batch, self.max_seq, self.prompt_len, self.group = (
+            m.shape.batch, m.shape.max_seq, m.shape.prompt_len, m.shape.group)
+        self.rows = m.shape.rows  # the decoder graphs' batch
         if device != "cpu":  # before MAX opens a GPU: it sizes its graph memory pool then
-            gpu_memory.reserve_for(m, lambda name: bundle.section(name)["length"] if bundle.has_section(name) else 0)
-        self.target: Target = select_target(m.get("targets"), device)
-        if self.target.dtype not in ("float32", "float16", "bfloat16"):
-            raise BundleError(f"bundle target {self.target.name} has unknown dtype {self.target.dtype}")
-        self.device = self.target.open_device()
+            gpu_memory.reserve_for(m)
+        self.target: Target = select_target(m.targets, device)
+        self.device = open_device(self.target)
 
         # Read-only views into the mapping; the reader outlives the models (self.bundle).
         self.bundle = bundle
@@ -127,45 +119,32 @@ class WhisperModel:
         if self.target.dtype == "bfloat16":  # stored as uint16 bits: numpy has no bfloat16
             weights = {k: _bfloat16(v) for k, v in weights.items()}
         # The front end's constants (mel filterbank, STFT basis) are float32 in every target.
-        try:
-            frontend = bundle.read_tensors(m["audio"]["mel_filters_section"])
-            self.mel_filters = np.asarray(frontend["mel_filters"])
-        except (KeyError, TypeError):
-            raise BundleError(f"{bundle.path} has no mel filterbank") from None
-        if self.mel_filters.shape != (self.dims.n_mels, N_FFT // 2 + 1):
-            raise BundleError(f"{bundle.path} has a mel filterbank of shape {self.mel_filters.shape}")
+        frontend = bundle.read_tensors(m.audio.mel_filters_section)
+        self.mel_filters = np.asarray(frontend["mel_filters"])
         weights = {**weights, **frontend}
         devices = [self.device] if isinstance(self.device, CPU) else [self.device, CPU()]
         session = engine.InferenceSession(devices=devices)
         graphs = {}
-        for role in [r for r in ROLES if r in self.target.graphs]:
-            section = self.target.graphs[role]["section"]
+        for role, entry in self.target.graphs.items():
             try:
-                compiled = engine.read(io.BytesIO(bundle.read_bytes(section)))
+                compiled = engine.read(io.BytesIO(bundle.read_bytes(entry.section)))
                 graphs[role] = session.init(compiled, weights_registry=weights)
             except MxwError:
                 raise
             except Exception as e:  # MAX reports load failures as RuntimeError/ValueError
                 raise BundleError(f"cannot load the {role} graph of {bundle.path}: {_first_line(e)}") from None
-            _check_signature(role, graphs[role], self.target.graphs[role])
+            _check_signature(entry, graphs[role])
         self._graphs = graphs
         self.frontend = graphs.get("frontend")
-        self.reorder_graph, self.align_graph = graphs.get("reorder"), graphs.get("align")
-        if self.group > 1 and self.reorder_graph is None:
-            raise BundleError(f"{bundle.path} decodes {self.group} sequences per window but has no reorder graph")
-        heads = m.get("alignment_heads")
-        self.alignment_heads = [tuple(h) for h in heads] if isinstance(heads, list) else None
+        self.align_graph = graphs.get("align")
+        self.alignment_heads = list(m.alignment_heads) if m.alignment_heads is not None else None
 
-        # Format 1 step graphs read the position on the host: a device graph can't record that.
-        position_spec = (self.target.graphs["step"].get("inputs") or [{}, {}])[1]
-        self._host_position = self.target.is_gpu and position_spec.get("device") == "cpu"
         if replay not in REPLAY_MODES:
             raise MxwError(f"unknown replay mode {replay!r}: use {', '.join(REPLAY_MODES)}")
         self.replaying = replay == "emulate" or (replay == "auto" and self.target.is_gpu)
         self._replayed = {
-            role: ReplayedGraph(role, graphs[role], self.device, emulate=replay == "emulate")
-            for role in REPLAYED if self.replaying and graphs.get(role) is not None
-            and not (role == "step" and self._host_position)
+            role: ReplayedGraph(role, graph, self.device, emulate=replay == "emulate")
+            for role, graph in graphs.items() if self.replaying and SPECS[role].replayed
         }
         self._cache: KVCache | None = None  # replaying: the one cache the recordings write
         self._masks: dict[frozenset[int], Any] = {}
@@ -188,7 +167,7 @@ class WhisperModel:
             reflect_padded(windows, audio.to_numpy())
         else:
             audio = reflect_padded(windows, np.empty(shape, np.float32))
-        (mel,) = self._run("frontend", "frontend", [audio])
+        mel = self._run("frontend", "frontend", padded_audio=audio)["mel"]
         if self.replaying and self.target.is_gpu:
             self._audio_sent = self.device.default_queue.record_event()
         return mel
@@ -216,9 +195,9 @@ class WhisperModel:
         if isinstance(mel, np.ndarray):
             assert mel.shape == (self.batch, self.dims.n_mels, N_FRAMES), mel.shape
             mel = np.ascontiguousarray(mel, np.float32)
-        features, cross_k, cross_v = self._run("encoder", "encoder", [mel])
+        out = self._run("encoder", "encoder", mel=mel)
         self._generation += 1
-        return AudioContext(features, cross_k, cross_v, self._generation)
+        return AudioContext(out["audio_features"], out["cross_k"], out["cross_v"], self._generation)
 
     def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int,
                 suppress: Any) -> DecoderOutput:
@@ -227,7 +206,9 @@ class WhisperModel:
         padded = np.zeros((b, self.prompt_len), dtype=np.int64)
         padded[:, :t] = tokens
         positions = np.array([t - 1, sot_index], dtype=np.int64)
-        return DecoderOutput(*self._run("prefill", "prefill", [padded, positions, *self._decoder_state(ctx, cache, suppress)]))
+        out = self._run("prefill", "prefill", tokens=padded, logit_positions=positions,
+                        **self._decoder_state(ctx, cache, suppress))
+        return DecoderOutput(out["logits"], out["next_token"], out["next_logprob"])
 
     def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any,
              slot: int = 0) -> DecoderOutput:
@@ -236,18 +217,11 @@ class WhisperModel:
         Replaying, each `slot` (0 or 1) is a recording of its own with its own outputs: a step
         can run while the previous one's outputs, in the other slot, are still being read.
         """
-        from max.driver import Buffer
-
         if isinstance(tokens, np.ndarray):
             tokens = np.ascontiguousarray(tokens, np.int64)
-        if self._host_position:  # format 1 GPU bundles: read on the host, so never recorded
-            where = Buffer.from_numpy(np.array([position], np.int64))
-        elif self._positions is not None:
-            where = self._positions[position : position + 1]
-        else:
-            where = np.array([position], np.int64)
-        return DecoderOutput(*self._run(
-            "step", ("step", slot), [tokens, where, *self._decoder_state(ctx, cache, suppress)]))
+        where = self._positions[position : position + 1] if self._positions is not None else np.array([position], np.int64)
+        out = self._run("step", ("step", slot), token=tokens, position=where, **self._decoder_state(ctx, cache, suppress))
+        return DecoderOutput(out["logits"], out["next_token"], out["next_logprob"])
 
     def fetch(self, buffers: list[Any], slot: Hashable = 0) -> Fetch:
         """Starts copying device outputs to the host. A `slot` names one reader's staging
@@ -263,9 +237,40 @@ class WhisperModel:
             staging.append(host)
         return Fetch(staging=staging, event=self.device.default_queue.record_event())
 
+    def read_later(self, buffer: Any) -> Fetch:
+        """Starts copying one graph output to the host, for a read after later runs of its graph
+        (which, replayed, overwrite their outputs). One such read per output shape at a time."""
+        return self.fetch([buffer], slot=("read later", tuple(buffer.shape)))
+
+    def greedy(self, ctx: AudioContext, cache: KVCache, first: DecoderOutput, position: int, suppress: Any,
+               limit: int) -> Generator[tuple[np.ndarray, np.ndarray], None, None]:
+        """Greedy decoding from `first`, the decoder output whose token goes to `position`:
+        yields the (tokens, logprobs) of `first` and of each step after it, at most `limit` in all;
+        close it to stop sooner. Each token goes back in as the device buffer its graph returned,
+        so only it and its log-probability cross to the host. Replaying, the next step is launched
+        before this one's token is read (two step recordings and staging slots take turns) so the
+        GPU does not wait on the host; stopping sooner wastes that step."""
+
+        def launch(previous: DecoderOutput, i: int) -> tuple[DecoderOutput, Fetch]:
+            """Sample i's step (i >= 1), fed sample i - 1's token where the device left it."""
+            out = self.step(ctx, cache, previous.token, position + i - 1, suppress, slot=i % 2)
+            return out, self.fetch([out.token, out.logprob], slot=i % 2)
+
+        pending = first, self.fetch([first.token, first.logprob], slot=0)
+        for i in range(1, limit + 1):  # yields sample i - 1
+            current, fetched = pending
+            more = i < limit
+            if more and self.replaying:
+                pending = launch(current, i)
+            tokens, logprobs = fetched.result()
+            yield tokens, logprobs
+            if more and not self.replaying:  # resumed, not closed: sample i is wanted
+                pending = launch(current, i)
+
     def reorder(self, cache: KVCache, source_rows: list[int]) -> None:
         """Row r of every cache takes row source_rows[r] (beam search), on the device."""
-        self._run("reorder", "reorder", [np.asarray(source_rows, dtype=np.int64), *map(self._fixed, cache.buffers)])
+        self._run("reorder", "reorder", source_rows=np.asarray(source_rows, dtype=np.int64),
+                  **cache.named(self.replaying))
 
     def align(self, ctx: AudioContext, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """A whole sequence (window 0 of ctx) -> (alignment heads' cross-attention scores
@@ -277,9 +282,9 @@ class WhisperModel:
         padded = np.zeros((self.batch, self.max_seq), dtype=np.int64)
         padded[0, : len(tokens)] = tokens
         self._check_current(ctx)
-        scores, probs = self.align_graph.execute(self._to_device(padded), ctx.cross_k, ctx.cross_v)
+        out = self._run("align", "align", tokens=padded, cross_k=ctx.cross_k, cross_v=ctx.cross_v)
         n = len(tokens)
-        return scores.to_numpy()[0, :, :n], probs.to_numpy()[0, :n]
+        return out["alignment_scores"].to_numpy()[0, :, :n], out["next_token_probs"].to_numpy()[0, :n]
 
     def suppress_mask(self, token_ids: Any) -> Any:
         """A device vector [V]: -inf at `token_ids`, 0 elsewhere (added to the logits). Made once
@@ -302,31 +307,30 @@ class WhisperModel:
 
     # -- running a graph ---------------------------------------------------------------------
 
-    def _run(self, role: str, key: Any, inputs: list[Any]) -> list[Any]:
-        """Runs a graph on inputs (numpy arrays, device buffers, `Fixed`/`Const` markers), as a
-        replayed recording under `key` or directly."""
+    def _run(self, role: str, key: Any, **named: Any) -> dict[str, Any]:
+        """Runs a graph on its inputs by name (numpy arrays, device buffers, `Fixed`/`Const`
+        markers), as a replayed recording under `key` or directly; its outputs by name."""
+        entry = self.target.graphs[role]
+        inputs = entry.bind(named)
         replayed = self._replayed.get(role)
         if replayed is not None:
-            return replayed(key, inputs)
-        graph = self._graphs[role]
+            return entry.name_outputs(replayed(key, inputs))
         plain = [v.buffer if isinstance(v, (Fixed, Const)) else v for v in inputs]
-        return graph.execute(*[self._to_device(v) if isinstance(v, np.ndarray) else v for v in plain])
+        return entry.name_outputs(
+            self._graphs[role].execute(*[self._to_device(v) if isinstance(v, np.ndarray) else v for v in plain]))
 
     def _check_current(self, ctx: AudioContext) -> None:
         if self.replaying and ctx.generation != self._generation:
             raise MxwError("internal: an AudioContext was used after the next encode replaced it")
 
-    def _fixed(self, buffer: Any) -> Any:
-        return Fixed(buffer) if self.replaying else buffer
-
-    def _decoder_state(self, ctx: AudioContext, cache: KVCache, suppress: Any) -> list[Any]:
-        """The decoder graphs' inputs after the tokens: suppress mask, caches, cross K/V."""
+    def _decoder_state(self, ctx: AudioContext, cache: KVCache, suppress: Any) -> dict[str, Any]:
+        """The decoder graphs' inputs besides the tokens: suppress mask, caches, cross K/V."""
         self._check_current(ctx)
         # A replayed encoder writes the same buffers every run: read where they are.
-        cross = [ctx.cross_k, ctx.cross_v]
+        cross = {"cross_k": ctx.cross_k, "cross_v": ctx.cross_v}
         if "encoder" in self._replayed:
-            cross = [Fixed(b) for b in cross]
-        return [Const(suppress) if self.replaying else suppress, *map(self._fixed, cache.buffers), *cross]
+            cross = {name: Fixed(b) for name, b in cross.items()}
+        return {"suppress": Const(suppress) if self.replaying else suppress, **cache.named(self.replaying), **cross}
 
     def _to_device(self, array: np.ndarray):
         from max.driver import Buffer
@@ -351,21 +355,14 @@ def _bfloat16(bits: np.ndarray):
     return Buffer.from_numpy(np.ascontiguousarray(bits)).view(DType.bfloat16)
 
 
-def _positive_int(d: dict, key: str) -> int:
-    value = d.get(key)
-    if not isinstance(value, int) or value <= 0:
-        raise BundleError(f"bundle manifest has a malformed shape.{key}")
-    return value
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _check_signature(role: str, model: Any, spec: dict) -> None:
+def _check_signature(entry: GraphEntry, model: Any) -> None:
     """The MEF's inputs must be what the manifest says they are (catches mixed-up sections)."""
-    expected = [tuple(i["shape"]) for i in spec.get("inputs", [])]
+    expected = [p.shape for p in entry.inputs]
     actual = [tuple(int(d) for d in m.shape) for m in model.input_metadata]
     if expected != actual:
-        raise BundleError(f"the {role} graph's inputs {actual} do not match the manifest's {expected}")
+        raise BundleError(f"the {entry.role} graph's inputs {actual} do not match the manifest's {expected}"[:300])

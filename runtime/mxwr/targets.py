@@ -6,28 +6,18 @@ target whose architecture matches the host's GPU, then the CPU target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
 
-from .errors import BundleError, MxwError
+from .errors import MxwError
+from .manifest import Target
 
 
-@dataclass(frozen=True)
-class Target:
-    name: str  # "cpu" or "cuda:sm_90a"
-    dtype: str
-    weights_section: str
-    graphs: dict[str, dict[str, Any]]
-    gpu_index: int | None = None  # set once matched to a host GPU
+def open_device(target: Target):
+    """The MAX device a selected target runs on."""
+    from max.driver import CPU, Accelerator
 
-    @property
-    def is_gpu(self) -> bool:
-        return self.name != "cpu"
-
-    def open_device(self):
-        from max.driver import CPU, Accelerator
-
-        return Accelerator(self.gpu_index or 0) if self.is_gpu else CPU()
+    return Accelerator(target.gpu_index or 0) if target.is_gpu else CPU()
 
 
 def host_targets() -> list[str]:
@@ -41,29 +31,8 @@ def host_targets() -> list[str]:
     return offered
 
 
-def parse_targets(entries: Any) -> list[Target]:
-    if not isinstance(entries, list) or not entries:
-        raise BundleError("bundle manifest lists no compiled targets")
-    targets = []
-    for e in entries:
-        try:
-            graphs = e["graphs"]
-            ok = (
-                isinstance(e["name"], str) and isinstance(e["dtype"], str)
-                and isinstance(e["weights_section"], str)
-                and all(isinstance(graphs[r]["section"], str) for r in ("encoder", "prefill", "step"))
-            )
-        except (KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise BundleError("bundle manifest has a malformed target entry")
-        targets.append(Target(e["name"], e["dtype"], e["weights_section"], graphs))
-    return targets
-
-
-def select_target(entries: Any, device: str = "auto", offered: list[str] | None = None) -> Target:
+def select_target(targets: Sequence[Target], device: str = "auto", offered: list[str] | None = None) -> Target:
     """Picks the bundle target for `device` (auto | cpu | gpu | gpu:N) on this host."""
-    targets = parse_targets(entries)
     offered = host_targets() if offered is None else offered
     gpus = offered[1:]
     names = ", ".join(t.name for t in targets)
@@ -74,7 +43,7 @@ def select_target(entries: Any, device: str = "auto", offered: list[str] | None 
         )
 
     if device not in ("auto", "cpu", "gpu") and not (device.startswith("gpu:") and device[4:].isdigit()):
-        raise MxwError(f"unknown device {device!r}: use auto, cpu, gpu or gpu:N")
+        raise MxwError(f"unknown device {device[:40]!r}: use auto, cpu, gpu or gpu:N")
     if device in ("auto", "gpu") or device.startswith("gpu:"):
         indices = range(len(gpus)) if ":" not in device else [int(device[4:])]
         if device != "auto" and not gpus:
@@ -84,7 +53,7 @@ def select_target(entries: Any, device: str = "auto", offered: list[str] | None 
                 raise no_target(f"--device {device}: no such GPU")
             for t in targets:
                 if t.name == gpus[i]:
-                    return Target(t.name, t.dtype, t.weights_section, t.graphs, gpu_index=i)
+                    return replace(t, gpu_index=i)
         if device != "auto":
             raise no_target(f"no compiled target for the GPU asked for (--device {device})")
     for t in targets:

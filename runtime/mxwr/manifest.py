@@ -1,0 +1,459 @@
+"""The bundle's manifest as typed, frozen records: read once, checked once, used everywhere.
+
+`Manifest.from_dict` validates everything the runtime relies on — types, ranges, the model's
+dimensions against the build shape, every graph's recorded signature against its spec
+(`mxwr.graphspec`) for those dimensions, the section table (aligned, non-overlapping, inside the
+data area) and the names that tie them together — before anything is allocated or handed to
+MAX. `to_dict` is what the writer stores. `schemas/manifest.schema.json` is the published form
+of the same contract (a test keeps the two in agreement); `schemas/FORMAT.md` is the spec.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from .dims import ModelDims, Shape
+from .errors import BundleError
+from .graphspec import REQUIRED, SPECS, Geometry, Layout, Port, bind
+
+FORMAT_MAJOR = 2  # 2.0: the step graph takes its position on the device
+FORMAT_MINOR = 1  # 2.1: each target records its layout
+ALIGN = 64  # sections, and tensors within them, start on 64-byte boundaries
+DTYPES = ("float32", "float16", "bfloat16")  # compute dtypes of a target
+TENSOR_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4}  # item sizes
+SECTION_KINDS = ("weights", "mef", "vocabulary", "mel_filters")
+ENCODINGS = ("raw", "zstd")
+MAX_NAME = 256  # characters in any name
+MAX_SECTIONS = 1024
+MAX_TENSORS = 1 << 16  # per section
+MAX_RAW_LENGTH = 16 << 30  # bytes a section may decode to
+MAX_TOKEN_LIST = 1 << 16
+TARGET_NAME = re.compile(r"^(cpu|[a-z]+:[a-z0-9_]+)$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A newer minor of the format may add fields: they are ignored then, and refused otherwise.
+_NEWER_MINOR = contextvars.ContextVar("newer_minor", default=False)
+
+
+def _fail(what: str) -> BundleError:
+    return BundleError(f"bundle manifest has {what}")
+
+
+def _short(value: Any) -> str:
+    """A value as an error message may show it: bounded, whatever the file holds."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _map(d: Any, what: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise _fail(f"a malformed {what}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise _fail(f"a {what} without {', '.join(missing)}")
+    unknown = [k for k in d if k not in required and k not in optional]
+    if unknown and not _NEWER_MINOR.get():
+        raise _fail(f"a {what} with unknown fields {_short(unknown)}")
+    return d
+
+
+def _int(value: Any, what: str, low: int = 0, high: int = 1 << 62) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise _fail(f"a malformed {what} ({_short(value)})")
+    return value
+
+
+def _str(value: Any, what: str, limit: int = MAX_NAME) -> str:
+    if not isinstance(value, str) or len(value) > limit:
+        raise _fail(f"a malformed {what} ({_short(value)})")
+    return value
+
+
+def _list(value: Any, what: str, limit: int) -> list[Any]:
+    if not isinstance(value, list) or len(value) > limit:
+        raise _fail(f"a malformed {what}")
+    return value
+
+
+class _Record:
+    """A manifest record's fields as the manifest spells them (nested records and tuples as
+    maps and lists); records whose form differs say so in their own `to_dict`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.compare}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class TensorEntry(_Record):
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int  # from the start of its section
+    nbytes: int
+
+    @classmethod
+    def from_dict(cls, d: Any, section: str, length: int) -> "TensorEntry":
+        d = _map(d, "tensor entry", ("name", "dtype", "shape", "offset", "nbytes"))
+        name = _str(d["name"], "tensor name")
+        shape = tuple(_int(n, "tensor shape") for n in _list(d["shape"], "tensor shape", 8))
+        entry = cls(name, d["dtype"], shape, _int(d["offset"], "tensor offset"), _int(d["nbytes"], "tensor size"))
+        itemsize = TENSOR_DTYPES.get(entry.dtype) if isinstance(entry.dtype, str) else None
+        count = 1
+        for n in shape:
+            count *= n
+        if (itemsize is None or entry.nbytes != count * itemsize or entry.offset % ALIGN
+                or entry.offset + entry.nbytes > length):
+            raise BundleError(f"bundle manifest's tensor {_short(name)} does not fit section {_short(section)}")
+        return entry
+
+
+@dataclass(frozen=True)
+class Section(_Record):
+    """One entry of the section table: where a section's bytes lie and what they hold."""
+
+    name: str
+    kind: str
+    offset: int  # from the start of the file
+    length: int  # bytes stored
+    encoding: str
+    raw_length: int  # bytes once decoded
+    sha256: str  # of the stored bytes
+    tensors: tuple[TensorEntry, ...] | None = None  # raw tensor sections
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.tensors is None:
+            del d["tensors"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Section":
+        d = _map(d, "section entry", ("name", "kind", "offset", "length", "encoding", "raw_length", "sha256"),
+                 ("tensors",))
+        name = _str(d["name"], "section name")
+        s = cls(name, d["kind"], _int(d["offset"], "section offset"), _int(d["length"], "section length"),
+                d["encoding"], _int(d["raw_length"], "section raw_length", high=MAX_RAW_LENGTH),
+                _str(d["sha256"], "section sha256"))
+        if s.kind not in SECTION_KINDS or s.encoding not in ENCODINGS or not SHA256.match(s.sha256):
+            raise _fail(f"a malformed section entry {_short(name)}")
+        if s.offset % ALIGN:
+            raise BundleError(f"bundle section {_short(name)} at {s.offset} is not {ALIGN}-byte aligned")
+        if s.encoding == "raw" and s.raw_length != s.length:
+            raise BundleError(f"bundle section {_short(name)} is raw but its raw_length differs from its length")
+        if "tensors" in d:
+            entries = _list(d["tensors"], "tensor table", MAX_TENSORS)
+            s = replace(s, tensors=tuple(TensorEntry.from_dict(t, name, s.length) for t in entries))
+        return s
+
+
+def _section_table(entries: Any, data_end: int | None) -> tuple[Section, ...]:
+    sections = tuple(Section.from_dict(s) for s in _list(entries, "section table", MAX_SECTIONS))
+    if not sections:
+        raise _fail("no section table")
+    names = [s.name for s in sections]
+    if len(set(names)) != len(names):
+        raise _fail("two sections of one name")
+    for s in sections:
+        if s.offset < ALIGN or (data_end is not None and s.end > data_end):
+            raise BundleError(f"bundle is truncated or corrupt: section {_short(s.name)} at "
+                              f"[{s.offset}, {s.end}) lies outside the data area")
+    ordered = sorted(sections, key=lambda s: s.offset)
+    for before, after in zip(ordered, ordered[1:]):
+        if after.offset < before.end:
+            raise BundleError(f"bundle is corrupt: sections {_short(before.name)} and {_short(after.name)} overlap")
+    return sections
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets and their graphs
+
+
+@dataclass(frozen=True)
+class RecordedPort(Port, _Record):
+    """A port of a compiled graph as the manifest records it: the spec's, plus where it lives."""
+
+    device: str = "cpu"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "RecordedPort":
+        d = _map(d, "graph port", ("name", "kind", "dtype", "shape", "device"))
+        shape = tuple(_int(n, "port shape") for n in _list(d["shape"], "port shape", 8))
+        return cls(_str(d["name"], "port name"), _str(d["dtype"], "port dtype"), shape, d["kind"], d["device"])
+
+    @property
+    def spec(self) -> Port:
+        return Port(self.name, self.dtype, self.shape, self.kind)
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One compiled graph: its MEF section and its signature, equal to its role's spec."""
+
+    role: str
+    section: str
+    inputs: tuple[RecordedPort, ...]
+    outputs: tuple[RecordedPort, ...]
+
+    def input(self, name: str) -> RecordedPort:
+        return next(p for p in self.inputs if p.name == name)
+
+    def bind(self, values: Mapping[str, Any]) -> list[Any]:
+        """Inputs by name -> the positional order the compiled graph takes."""
+        return bind(self.inputs, values, self.role)
+
+    def name_outputs(self, values: list[Any]) -> dict[str, Any]:
+        return dict(zip((p.name for p in self.outputs), values, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"section": self.section, "inputs": [p.to_dict() for p in self.inputs],
+                "outputs": [p.to_dict() for p in self.outputs]}
+
+    @classmethod
+    def from_dict(cls, role: str, d: Any) -> "GraphEntry":
+        d = _map(d, f"{role} graph entry", ("section", "inputs", "outputs"))
+        ports = [tuple(RecordedPort.from_dict(p) for p in _list(d[k], f"{role} graph signature", 4096))
+                 for k in ("inputs", "outputs")]
+        return cls(role, _str(d["section"], "graph section"), *ports)
+
+
+@dataclass(frozen=True)
+class Target(_Record):
+    name: str  # "cpu" or "<api>:<arch>", e.g. "cuda:sm_90a"
+    dtype: str
+    weights_section: str
+    layout: Layout
+    graphs: dict[str, GraphEntry]
+    gpu_index: int | None = field(default=None, compare=False)  # set once matched to a host GPU
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name != "cpu"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Target":
+        d = _map(d, "target entry", ("name", "dtype", "weights_section", "graphs"), ("layout",))
+        name = _str(d["name"], "target name")
+        if not TARGET_NAME.match(name) or d["dtype"] not in DTYPES:
+            raise _fail(f"a malformed target entry {_short(name)}")
+        # 2.0 bundles predate the record: their layout is the one the compiler chose then.
+        layout = Layout.from_dict(d["layout"]) if "layout" in d else Layout.of(name != "cpu", d["dtype"])
+        graphs = d["graphs"]
+        if not isinstance(graphs, dict) or any(role not in SPECS for role in graphs):
+            raise _fail(f"target {_short(name)} with unknown graph roles {_short(list(graphs or []))}")
+        entries = {role: GraphEntry.from_dict(role, graphs[role]) for role in SPECS if role in graphs}
+        return cls(name, d["dtype"], _str(d["weights_section"], "weights section name"), layout, entries)
+
+    def check(self, dims: ModelDims, shape: Shape, n_alignment_heads: int) -> None:
+        """Every graph's signature is its spec's for these dimensions, on this target's device."""
+        missing = [r for r in REQUIRED if r not in self.graphs]
+        if missing:
+            raise _fail(f"target {self.name} without the {', '.join(missing)} graph")
+        if shape.group > 1 and "reorder" not in self.graphs:
+            raise BundleError(f"bundle decodes {shape.group} sequences per window but has no reorder graph")
+        geometry = Geometry(dims, shape, self.dtype, self.layout, n_alignment_heads)
+        device = "gpu" if self.is_gpu else "cpu"
+        for role, graph in self.graphs.items():
+            inputs, outputs = SPECS[role].signature(geometry)
+            if [p.spec for p in graph.inputs] != inputs or [p.spec for p in graph.outputs] != outputs:
+                raise BundleError(f"bundle's {role} graph for {self.name} was compiled for other dimensions "
+                                  f"or another shape than the manifest states")
+            if any(p.device != device for p in (*graph.inputs, *graph.outputs)):
+                raise BundleError(f"bundle's {role} graph for {self.name} has ports off the target's device")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer, audio, provenance
+
+
+@dataclass(frozen=True)
+class Producer(_Record):
+    """Who built the bundle, and with which MAX."""
+
+    name: str
+    version: str
+    max_version: str  # the MAX that compiled the graphs
+    created: str
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Producer":
+        d = _map(d, "producer entry", tuple(f.name for f in fields(cls)))
+        return cls(*(_str(d[f.name], f"producer {f.name}") for f in fields(cls)))
+
+
+@dataclass(frozen=True)
+class ModelInfo(_Record):
+    """The model's name and where its weights came from."""
+
+    name: str
+    source: str
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "ModelInfo":
+        d = _map(d, "model entry", ("name", "source"))
+        return cls(_str(d["name"], "model name"), _str(d["source"], "model source", 4096))
+
+
+SPECIAL_IDS = ("sot", "eot", "sot_prev", "sot_lm", "no_timestamps", "timestamp_begin", "transcribe", "translate")
+
+
+@dataclass(frozen=True)
+class Tokenizer(_Record):
+    kind: str
+    encoding: str
+    multilingual: bool
+    special: dict[str, int | None]  # SPECIAL_IDS, and no_speech (None where the model has none)
+    languages: dict[str, int]  # language code -> token id, in openai-whisper's order
+    non_speech_tokens: tuple[int, ...]
+    blank_tokens: tuple[int, ...]
+    pattern: str  # the BPE pre-tokenizer's regular expression
+    n_mergeable: int  # ids below it are byte-pair ranks
+    vocabulary_section: str
+
+    @classmethod
+    def from_dict(cls, d: Any, n_vocab: int) -> "Tokenizer":
+        names = tuple(f.name for f in fields(cls))
+        d = _map(d, "tokenizer entry", names)
+        special = _map(d["special"], "tokenizer's special ids", (*SPECIAL_IDS, "no_speech"))
+        languages = d["languages"]
+        if not isinstance(languages, dict) or len(languages) > 1024 or not all(
+            isinstance(k, str) and len(k) <= 16 for k in languages
+        ):
+            raise _fail("a malformed tokenizer's language table")
+        ids = [*(special[k] for k in SPECIAL_IDS), *languages.values()]
+        ids += [special["no_speech"]] if special["no_speech"] is not None else []
+        lists = [tuple(_list(d[k], f"tokenizer's {k}", MAX_TOKEN_LIST)) for k in ("non_speech_tokens", "blank_tokens")]
+        if not all(type(i) is int and 0 <= i < n_vocab for i in [*ids, *lists[0], *lists[1]]):
+            raise BundleError("bundle manifest has token ids outside the vocabulary")
+        if type(d["multilingual"]) is not bool or d["kind"] != "tiktoken-bytes" or d["encoding"] not in ("gpt2", "multilingual"):
+            raise _fail("a malformed tokenizer entry")
+        return cls(d["kind"], d["encoding"], d["multilingual"], dict(special), dict(languages), *lists,
+                   _str(d["pattern"], "tokenizer pattern", 4096), _int(d["n_mergeable"], "n_mergeable", 1, n_vocab),
+                   _str(d["vocabulary_section"], "vocabulary section name"))
+
+
+@dataclass(frozen=True)
+class Audio(_Record):
+    """The front end the graphs were traced for: openai-whisper's, the one this runtime computes."""
+
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    n_samples: int
+    n_frames: int
+    mel_filters_section: str
+
+    @classmethod
+    def ours(cls, mel_filters_section: str = "mel_filters") -> "Audio":
+        return cls(SAMPLE_RATE, N_FFT, HOP_LENGTH, N_SAMPLES, N_FRAMES, mel_filters_section)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Audio":
+        d = _map(d, "audio entry", tuple(f.name for f in fields(cls)))
+        audio = cls(**{**d, "mel_filters_section": _str(d["mel_filters_section"], "mel filters section name")})
+        if audio != cls.ours(audio.mel_filters_section):
+            raise BundleError(f"bundle's audio front end {_short(audio.to_dict())} is not the one mxwr computes")
+        return audio
+
+
+# ----------------------------------------------------------------------------------------------
+# The manifest
+
+
+@dataclass(frozen=True)
+class Manifest(_Record):
+    format_version: tuple[int, int]
+    producer: Producer
+    model: ModelInfo
+    dims: ModelDims
+    shape: Shape
+    targets: tuple[Target, ...]
+    tokenizer: Tokenizer
+    audio: Audio
+    alignment_heads: tuple[tuple[int, int], ...] | None  # [layer, head] pairs the align graph reads
+    sections: tuple[Section, ...] = ()
+
+    def section(self, name: str) -> Section | None:
+        return next((s for s in self.sections if s.name == name), None)
+
+    @classmethod
+    def from_dict(cls, d: Any, data_end: int | None = None) -> "Manifest":
+        """Validates a manifest as read (or about to be written); `data_end`: where the sections
+        must end (the manifest's offset in the file)."""
+        version = d.get("format_version") if isinstance(d, dict) else None
+        if not (isinstance(version, list) and len(version) == 2 and all(type(v) is int for v in version)
+                and version[0] == FORMAT_MAJOR):
+            raise _fail(f"a format_version other than {FORMAT_MAJOR}.x ({_short(version)})")
+        newer = _NEWER_MINOR.set(version[1] > FORMAT_MINOR)
+        try:
+            return cls._from_dict(_map(d, "manifest", tuple(f.name for f in fields(cls))), data_end)
+        finally:
+            _NEWER_MINOR.reset(newer)
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any], data_end: int | None) -> "Manifest":
+        version = d["format_version"]
+        dims = ModelDims.from_dict(d["dims"])
+        shape = Shape.from_dict(d["shape"], dims)
+        heads = d["alignment_heads"]
+        if heads is not None:
+            pairs = _list(heads, "alignment head list", dims.n_text_layer * dims.n_text_head)
+            if not all(isinstance(h, list) and len(h) == 2 and type(h[0]) is int and type(h[1]) is int
+                       and 0 <= h[0] < dims.n_text_layer and 0 <= h[1] < dims.n_text_head for h in pairs):
+                raise _fail("alignment heads outside the model's layers and heads")
+            heads = tuple((h[0], h[1]) for h in pairs)
+        targets = tuple(Target.from_dict(t) for t in _list(d["targets"], "target list", 64))
+        if not targets:
+            raise BundleError("bundle manifest lists no compiled targets")
+        if len({t.name for t in targets}) != len(targets):
+            raise _fail("two targets of one name")
+        m = cls(tuple(version), Producer.from_dict(d["producer"]), ModelInfo.from_dict(d["model"]), dims, shape,
+                targets, Tokenizer.from_dict(d["tokenizer"], dims.n_vocab), Audio.from_dict(d["audio"]), heads,
+                _section_table(d["sections"], data_end))
+        m._check_references()
+        return m
+
+    def _check_references(self) -> None:
+        """Every name the records use refers to a section of the right kind, and every graph's
+        signature is its spec's."""
+
+        def need(name: str, kind: str, what: str) -> Section:
+            s = self.section(name)
+            if s is None or s.kind != kind:
+                raise BundleError(f"bundle has no {kind} section {_short(name)} for {what}")
+            return s
+
+        need(self.tokenizer.vocabulary_section, "vocabulary", "the vocabulary")
+        filters = need(self.audio.mel_filters_section, "mel_filters", "the mel filterbank")
+        expected = {"mel_filters": (self.dims.n_mels, N_FFT // 2 + 1), "stft_basis": (N_FFT, 2 * (N_FFT // 2 + 1))}
+        if {t.name: (t.dtype, t.shape) for t in filters.tensors or ()} != {k: ("float32", v) for k, v in expected.items()}:
+            raise BundleError("bundle's mel filterbank section does not hold the filters this model needs")
+        for target in self.targets:
+            weights = need(target.weights_section, "weights", f"target {target.name}")
+            if any(t.dtype != target.dtype for t in weights.tensors or ()):
+                raise BundleError(f"bundle's weights for {target.name} are not all {target.dtype}")
+            for graph in target.graphs.values():
+                need(graph.section, "mef", f"the {graph.role} graph of {target.name}")
+            if "align" in target.graphs and self.alignment_heads is None:
+                raise _fail("an align graph but no alignment heads")
+            target.check(self.dims, self.shape, len(self.alignment_heads or ()))
