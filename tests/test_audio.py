@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import DEV
-from mxwr.audio import load_audio, resample
+from support import DEV
+from mxwr.audio import load_audio
+from mxwr.resample import resample
 from mxwr.errors import AudioError
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DEV
-from mxwr.audio import load_audio
+from support import DEV
+from mxwr.audio import AudioStream, load_audio, open_audio
 from mxwr.constants import N_SAMPLES
 from mxwr.errors import AudioError
-from mxwr.mel import log_mel_spectrogram
-from mxwr.stream import AudioStream, LogMelStream, open_audio
+from mxwr.mel import LogMelStream, log_mel_spectrogram
 
 DEV_CLIPS = sorted(p.name for p in DEV.glob("*.wav")) + ["jfk.flac"]
 LONG = DEV / "long_osr_us_000_0034_8k.wav"

@@ -1,17 +1,24 @@
-"""Audio in: WAV read natively (no ffmpeg), anything else through ffmpeg when it is on PATH.
+"""Audio in, as openai-whisper's `load_audio` gives it: mono float32 at 16 kHz, in [-1, 1).
 
-Output is what openai-whisper's `load_audio` produces: mono float32 at 16 kHz, in [-1, 1).
-The pieces here (WAV layout, frame decoding, resampling blocks, the ffmpeg command) are shared with
-`mxwr.stream`, which gives the same samples with bounded memory.
+`open_audio(path)` gives the samples as an `AudioStream`, read range by range, so memory stays
+bounded however long the file:
+
+- a 16 kHz WAV that `mxwr.wav` decodes is decoded straight from the file, range by range;
+- a WAV at another rate is decoded and resampled block by block into an anonymous temporary
+  float32 file that is memory-mapped;
+- anything else is decoded by ffmpeg (openai-whisper's command line, so the samples are its),
+  its output streamed in chunks into such a temporary file.
+
+The temporary file is unlinked from the start (it disappears when the stream is closed, or when
+the process ends), so nothing is left behind. `load_audio(path)` is the whole stream read at once.
 """
 
 from __future__ import annotations
 
 import shutil
-import struct
 import subprocess
-from dataclasses import dataclass
-from functools import lru_cache
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,47 +26,107 @@ import numpy as np
 
 from .constants import N_SAMPLES, SAMPLE_RATE
 from .errors import AudioError
+from .resample import resampled_blocks
+from .wav import UnsupportedWav, WavLayout, is_wav, wav_layout
 
-_PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+_PIPE_CHUNK = 1 << 20  # bytes of ffmpeg output read at a time
 
 
-def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(path: str | Path) -> np.ndarray:
+    """The whole file's samples, as one array."""
+    with open_audio(path) as stream:
+        return stream.read(0, stream.n_samples)
+
+
+def open_audio(path: str | Path, tmpdir: str | Path | None = None) -> AudioStream:
+    """The file's samples as a stream; AudioError for a missing file, a directory, no decoder, or
+    what ffmpeg fails on.
+
+    `tmpdir`: where the temporary 16 kHz float32 file goes when one is needed (default: the
+    system's temporary folder); it takes 4 bytes a sample (~0.7 GB for 3 hours).
+    """
     path = Path(path)
-    layout = _inspect(path)
+    layout = _native_layout(path)
     if layout is None:
-        return _ffmpeg(path, sr)
-    with open(path, "rb") as f:
-        mono = _read_mono(f, layout, 0, layout.frames)
-    return resample(mono, layout.rate, sr)
+        return _from_ffmpeg(path, tmpdir)
+    if layout.rate == SAMPLE_RATE:
+        return _from_wav(path, layout)
+    return _from_resampled_wav(path, layout, tmpdir)
 
 
-class _Unsupported(Exception):
-    """A valid WAV whose encoding we do not decode natively (ffmpeg may)."""
+def pad_or_trim(array: np.ndarray, length: int = N_SAMPLES) -> np.ndarray:
+    """openai-whisper's `pad_or_trim` along the last axis (samples, or a log-mel's frames): cut to
+    `length`, or zero-padded to it."""
+    n = array.shape[-1]
+    if n >= length:
+        return array[..., :length]
+    return np.pad(array, [(0, 0)] * (array.ndim - 1) + [(0, length - n)])
 
 
-@dataclass(frozen=True)
-class _WavLayout:
-    tag: int
-    channels: int
-    rate: int
-    block_align: int
-    bits: int
-    offset: int  # of the data chunk's payload in the file
-    frames: int  # whole frames present (a truncated file keeps what it has, as ffmpeg does)
+class AudioStream:
+    """Mono float32 samples at 16 kHz, read range by range. Close it (or use `with`) when done."""
+
+    def __init__(self, n_samples: int, reader: Callable[[int, int], np.ndarray],
+                 closer: Callable[[], None] | None = None, path: Path | None = None):
+        self.n_samples = int(n_samples)
+        self.path = path
+        self._reader: Callable[[int, int], np.ndarray] | None = reader
+        self._closer = closer
+
+    @classmethod
+    def from_array(cls, audio: np.ndarray) -> AudioStream:
+        """A stream over samples already in memory (16 kHz mono)."""
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        return cls(len(audio), lambda start, stop: audio[start:stop].copy())
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Samples [start, start + count) as a new float32 array; shorter (or empty) past the end."""
+        if self._reader is None:
+            raise ValueError("read from a closed AudioStream")
+        start, count = int(start), int(count)
+        if start < 0 or count < 0:
+            raise ValueError(f"start and count must be >= 0 (got {start}, {count})")
+        stop = min(start + count, self.n_samples)
+        if stop <= start:
+            return np.zeros(0, np.float32)
+        return self._reader(start, stop)
+
+    def close(self) -> None:
+        self._reader = None
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            closer()
+
+    @property
+    def closed(self) -> bool:
+        return self._reader is None
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"AudioStream({str(self.path) if self.path else '<array>'}, n_samples={self.n_samples})"
 
 
-def _inspect(path: Path) -> _WavLayout | None:
+def _native_layout(path: Path) -> WavLayout | None:
     """Checks that `path` is decodable: its WAV layout to decode natively, or None for ffmpeg."""
     if not path.exists():
         raise AudioError(f"audio file not found: {path}")
     if path.is_dir():
         raise AudioError(f"audio path is a directory: {path}")
-    with open(path, "rb") as f:
-        head = f.read(12)
-    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+    if is_wav(path):
         try:
-            return _wav_layout(path)
-        except _Unsupported as e:
+            return wav_layout(path)
+        except UnsupportedWav as e:
             if shutil.which("ffmpeg") is None:
                 raise AudioError(f"cannot decode {path}: {e}, and ffmpeg is not on PATH") from None
             return None
@@ -70,142 +137,81 @@ def _inspect(path: Path) -> _WavLayout | None:
     return None
 
 
-def _wav_layout(path: Path) -> _WavLayout:
-    """Walks the RIFF chunks (headers only, never the payload); the last fmt / data chunk wins."""
-    size = path.stat().st_size
-    pos, fmt, data = 12, None, None
-    with open(path, "rb") as f:
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
-            present = min(chunk_size, size - pos - 8)
-            if chunk_id == b"fmt ":
-                fmt = f.read(min(present, 64))  # every field we read is in the first 26 bytes
-            elif chunk_id == b"data":
-                data = (pos + 8, present)
-            pos += 8 + chunk_size + (chunk_size & 1)
-    if fmt is None or len(fmt) < 16 or data is None:
-        raise AudioError(f"cannot decode {path}: WAV file without a valid fmt and data chunk")
-    tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", fmt)
-    if tag == _EXTENSIBLE and len(fmt) >= 26:
-        tag = struct.unpack_from("<H", fmt, 24)[0]  # first two bytes of the sub-format GUID
-    if channels == 0 or rate == 0 or block_align == 0:
-        raise AudioError(f"cannot decode {path}: WAV header has zero channels, rate or block size")
-    if not ((tag == _PCM and bits in (8, 16, 24, 32)) or (tag == _FLOAT and bits in (32, 64))):
-        raise _Unsupported(f"WAV encoding {tag:#06x} with {bits} bits is not decoded natively")
-    if block_align < channels * (bits // 8):
-        raise AudioError(f"cannot decode {path}: WAV block size {block_align} is too small for "
-                         f"{channels} channels of {bits} bits")
-    return _WavLayout(tag, channels, rate, block_align, bits, data[0], data[1] // block_align)
+def _from_wav(path: Path, layout: WavLayout) -> AudioStream:
+    f = open(path, "rb")
+    return AudioStream(layout.frames, lambda start, stop: layout.read_mono(f, start, stop), f.close, path)
 
 
-def _decode(payload: bytes, layout: _WavLayout) -> np.ndarray:
-    """Whole frames of a data payload -> samples [frames, channels] float32 in [-1, 1)."""
-    channels, block_align, bits = layout.channels, layout.block_align, layout.bits
-    width = bits // 8
-    frames = len(payload) // block_align
-    raw = np.frombuffer(payload, dtype=np.uint8, count=frames * block_align)
-    raw = raw.reshape(frames, block_align)[:, : channels * width].reshape(frames, channels, width)
-    if layout.tag == _PCM and bits == 8:
-        return (raw[..., 0].astype(np.float32) - 128.0) / 128.0
-    if layout.tag == _PCM:
-        # Sign-extend each little-endian sample into an int32, then scale by the full range.
-        padded = np.zeros((frames, channels, 4), dtype=np.uint8)
-        padded[..., 4 - width :] = raw
-        samples = padded.view("<i4")[..., 0].astype(np.float64) / 2147483648.0
-        return samples.astype(np.float32)
-    return raw.copy().view("<f4" if bits == 32 else "<f8")[..., 0].astype(np.float32)
+def _from_resampled_wav(path: Path, layout: WavLayout, tmpdir: str | Path | None) -> AudioStream:
+    tmp = tempfile.TemporaryFile(dir=tmpdir)
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            for block in resampled_blocks(lambda a, b: layout.read_mono(f, a, b), layout.frames, layout.rate):
+                tmp.write(block.tobytes())
+                n += len(block)
+    except BaseException:
+        tmp.close()
+        raise
+    return _from_temp(path, tmp, n)
 
 
-def _read_mono(f: BinaryIO, layout: _WavLayout, start: int, stop: int) -> np.ndarray:
-    """Frames [start, stop) of an open WAV file, channels averaged: float32 at the file's rate."""
-    start, stop = max(0, start), min(stop, layout.frames)
-    if stop <= start:
-        return np.zeros(0, np.float32)
-    f.seek(layout.offset + start * layout.block_align)
-    payload = f.read((stop - start) * layout.block_align)
-    return _decode(payload, layout).mean(axis=1, dtype=np.float32)
+def _from_ffmpeg(path: Path, tmpdir: str | Path | None) -> AudioStream:
+    tmp = tempfile.TemporaryFile(dir=tmpdir)
+    err = tempfile.TemporaryFile(dir=tmpdir)  # a file, not a pipe: ffmpeg's log never blocks it
+    n, carry = 0, b""
+    try:
+        proc = subprocess.Popen(_ffmpeg_cmd(path), stdout=subprocess.PIPE, stderr=err)
+        try:
+            while chunk := proc.stdout.read(_PIPE_CHUNK):
+                chunk = carry + chunk
+                whole = len(chunk) // 2 * 2
+                carry = chunk[whole:]
+                samples = np.frombuffer(chunk, np.int16, count=whole // 2).astype(np.float32) / 32768.0
+                tmp.write(samples.tobytes())
+                n += len(samples)
+            returncode = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        if returncode != 0:
+            err.seek(0)
+            raise _ffmpeg_error(path, returncode, err.read())
+    except BaseException:
+        tmp.close()
+        raise
+    finally:
+        err.close()
+    return _from_temp(path, tmp, n)
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Returns (samples [n, channels] float32 in [-1, 1), sample rate)."""
-    path = Path(path)
-    layout = _wav_layout(path)
-    with open(path, "rb") as f:
-        f.seek(layout.offset)
-        payload = f.read(layout.frames * layout.block_align)
-    return _decode(payload, layout), layout.rate
+def _from_temp(path: Path, tmp: BinaryIO, n: int) -> AudioStream:
+    """A stream over n float32 samples written to the temporary file `tmp` (closed with it)."""
+    if n == 0:
+        tmp.close()
+        return AudioStream(0, lambda start, stop: np.zeros(0, np.float32), None, path)
+    tmp.flush()
+    mapped = [np.memmap(tmp, dtype=np.float32, mode="r", shape=(n,))]
+
+    def read(start: int, stop: int) -> np.ndarray:
+        return np.array(mapped[0][start:stop])
+
+    def close() -> None:
+        mapped.clear()  # the only reference: unmaps it
+        tmp.close()
+
+    return AudioStream(n, read, close, path)
 
 
-_HALF = 32  # taps either side of each output sample, in input samples
-_TAPS = np.arange(-_HALF + 1, _HALF + 1)[None, :]
-
-
-@lru_cache(maxsize=16)
-def _polyphase(rate: int, target: int) -> tuple[int, int, np.ndarray]:
-    """(up, down, filters [up, 2 * _HALF] float32) for resampling `rate` -> `target`."""
-    from math import gcd
-
-    g = gcd(rate, target)
-    up, down = target // g, rate // g
-    cutoff = min(1.0, target / rate) * 0.95
-    # For output n the input position is n*down/up; phase p = (n*down) % up.
-    phases = np.arange(up)[:, None] / up
-    t = _TAPS - phases  # distance (in input samples) of each tap from the output position
-    h = cutoff * np.sinc(cutoff * t) * np.kaiser(2 * _HALF, 8.6)[None, :]
-    h = (h / h.sum(axis=1, keepdims=True)).astype(np.float32)
-    h.setflags(write=False)
-    return up, down, h
-
-
-def _resample_span(start: int, stop: int, up: int, down: int) -> tuple[int, int]:
-    """The input samples [lo, hi) that outputs [start, stop) read (zeros outside the input)."""
-    return (start * down) // up - _HALF + 1, ((stop - 1) * down) // up + _HALF + 1
-
-
-def _resample_block(seg: np.ndarray, origin: int, start: int, stop: int, up: int, down: int,
-                    h: np.ndarray) -> np.ndarray:
-    """Outputs [start, stop), where seg[k] is input sample origin + k (zero-filled past the input)."""
-    n = np.arange(start, stop)
-    base, phase = (n * down) // up, (n * down) % up
-    windows = seg[(base - origin)[:, None] + _TAPS]
-    return np.einsum("ij,ij->i", windows, h[phase])
-
-
-def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE, chunk: int = 1 << 16) -> np.ndarray:
-    """Band-limited polyphase resampling (Kaiser-windowed sinc), chunked to bound memory."""
-    if rate == target:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    up, down, h = _polyphase(rate, target)
-    n_out = (len(x) * up + down - 1) // down
-    padded = np.concatenate([np.zeros(_HALF, np.float32), x.astype(np.float32), np.zeros(_HALF + 1, np.float32)])
-    out = np.empty(n_out, dtype=np.float32)
-    for start in range(0, n_out, chunk):
-        stop = min(start + chunk, n_out)
-        out[start:stop] = _resample_block(padded, -_HALF, start, stop, up, down, h)
-    return out
-
-
-def _ffmpeg_cmd(path: Path, sr: int) -> list[str]:
+def _ffmpeg_cmd(path: Path) -> list[str]:
     # The same invocation as openai-whisper's load_audio, so non-WAV input decodes identically.
     return ["ffmpeg", "-nostdin", "-threads", "0", "-i", str(path), "-f", "s16le", "-ac", "1",
-            "-acodec", "pcm_s16le", "-ar", str(sr), "-"]
+            "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-"]
 
 
 def _ffmpeg_error(path: Path, returncode: int, stderr: bytes) -> AudioError:
-    lines = [l for l in stderr.decode(errors="replace").splitlines() if l.strip()]
+    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     reason = lines[-1].strip() if lines else f"exit code {returncode}"
     return AudioError(f"cannot decode {path}: ffmpeg: {reason}")
-
-
-def _ffmpeg(path: Path, sr: int) -> np.ndarray:
-    proc = subprocess.run(_ffmpeg_cmd(path, sr), capture_output=True)
-    if proc.returncode != 0:
-        raise _ffmpeg_error(path, proc.returncode, proc.stderr)
-    return np.frombuffer(proc.stdout, np.int16).astype(np.float32) / 32768.0
-
-
-def pad_or_trim(audio: np.ndarray, length: int = N_SAMPLES) -> np.ndarray:
-    if len(audio) >= length:
-        return audio[:length]
-    return np.pad(audio, (0, length - len(audio)))

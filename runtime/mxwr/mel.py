@@ -1,25 +1,127 @@
-"""Log-mel spectrogram in numpy, as openai-whisper's `log_mel_spectrogram` computes it."""
+"""Log-mel spectrogram in numpy, as openai-whisper's `log_mel_spectrogram` computes it, window by window.
+
+`LogMelStream` computes a long file's spectrogram in bounded memory: a first pass, block by block,
+finds the global maximum (which the clamp `max(x, max - 8)` needs), then each window is computed
+from just the samples its frames read. `log_mel_spectrogram` of an array in memory is the same
+computation in one block.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .constants import HOP_LENGTH, N_FFT
+from .audio import AudioStream
+from .constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES
 
 # torch.hann_window(N_FFT) is periodic: the symmetric window of N_FFT + 1 points, minus the last.
 _WINDOW = np.hanning(N_FFT + 1)[:-1]
+_BLOCK = 1000  # frames per block (~12 MB of float64 temporaries)
 
 
 def log_mel_spectrogram(audio: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """audio [n_samples] float32 at 16 kHz, filters [n_mels, 1 + N_FFT // 2] -> [n_mels, frames].
+    """openai-whisper's `log_mel_spectrogram(audio)` (no padding): audio [n_samples] float32 at
+    16 kHz, filters [n_mels, 1 + N_FFT // 2] -> float32 [n_mels, n_samples // HOP_LENGTH]."""
+    mels = LogMelStream(audio, filters, padding=0, block=len(audio) // HOP_LENGTH)
+    return mels.window(0, mels.n_frames)
 
-    Like torch.stft(center=True): reflect-pad by N_FFT // 2, frame every HOP_LENGTH samples, and
-    drop the last frame. Computed in float64 and returned as float32.
+
+class LogMelStream:
+    """openai-whisper's `log_mel_spectrogram(audio, n_mels, padding=padding)`, window by window.
+
+    The audio is zero-padded by `padding` samples at the end; frames are those of torch.stft
+    (center=True, reflect padding of N_FFT // 2 at both ends of the padded audio), the last one
+    dropped. `window(seek)` equals `whole[:, seek : seek + n_frames]`. Computed in float64 and
+    returned as float32. Memory: O(block), not O(audio).
     """
-    padded = np.pad(audio.astype(np.float64), N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH][:-1]
-    magnitudes = np.abs(np.fft.rfft(frames * _WINDOW, axis=-1)) ** 2  # [frames, 201]
-    mel = filters.astype(np.float64) @ magnitudes.T
-    log_spec = np.log10(np.maximum(mel, 1e-10))
-    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+    def __init__(self, audio: AudioStream | np.ndarray, filters: np.ndarray, padding: int = N_SAMPLES,
+                 block: int = _BLOCK):
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0 (got {padding})")
+        self.stream = audio if isinstance(audio, AudioStream) else AudioStream.from_array(audio)
+        self.filters = np.asarray(filters, dtype=np.float64)
+        self._filters_t = np.ascontiguousarray(self.filters.T)
+        self.padding = int(padding)
+        self.block = max(1, int(block))
+        self._n_padded = self.stream.n_samples + self.padding
+        self._global_max: float | None = None
+        # The last block computed: the global maximum's pass over a one-block spectrogram is
+        # then its window too.
+        self._last: tuple[tuple[int, int], np.ndarray] | None = None
+
+    @property
+    def n_mels(self) -> int:
+        return self.filters.shape[0]
+
+    @property
+    def n_frames(self) -> int:
+        """Frames of the whole spectrogram: (n_samples + padding) // HOP_LENGTH."""
+        return self._n_padded // HOP_LENGTH
+
+    @property
+    def global_max(self) -> float:
+        """The largest log10 mel value over the whole audio (computed once, block by block)."""
+        if self._global_max is None:
+            self._global_max = max((float(self._log_spec(f0, min(f0 + self.block, self.n_frames)).max())
+                                    for f0 in range(0, self.n_frames, self.block)), default=float("nan"))
+        return self._global_max
+
+    def window(self, seek: int, n_frames: int = N_FRAMES) -> np.ndarray:
+        """float32 [n_mels, n]: frames [seek, seek + n_frames) (fewer at the end, as slicing gives)."""
+        seek, n_frames = int(seek), int(n_frames)
+        if seek < 0 or n_frames < 0:
+            raise ValueError(f"seek and n_frames must be >= 0 (got {seek}, {n_frames})")
+        stop = min(seek + n_frames, self.n_frames)
+        if stop <= seek:
+            return np.zeros((self.n_mels, 0), np.float32)
+        top = self.global_max - 8.0
+        out = np.empty((self.n_mels, stop - seek), np.float32)
+        for f0 in range(seek, stop, self.block):
+            f1 = min(f0 + self.block, stop)
+            out[:, f0 - seek : f1 - seek] = (np.maximum(self._log_spec(f0, f1), top) + 4.0) / 4.0
+        return out
+
+    def windows(self, step: int = N_FRAMES):
+        """(seek, window) for seek = 0, step, 2 * step, ... while seek < n_frames."""
+        for seek in range(0, self.n_frames, step):
+            yield seek, self.window(seek, step)
+
+    def _log_spec(self, f0: int, f1: int) -> np.ndarray:
+        """log10(max(mel, 1e-10)) of frames [f0, f1), float64 [n_mels, f1 - f0], before the clamp."""
+        if self._last is not None and self._last[0] == (f0, f1):
+            return self._last[1]
+        half = N_FFT // 2
+        # Frame f reads the reflect-padded signal at [f * HOP - half, f * HOP + half).
+        signal = self._reflect_padded(f0 * HOP_LENGTH - half, (f1 - 1) * HOP_LENGTH + half)
+        frames = np.lib.stride_tricks.sliding_window_view(signal, N_FFT)[::HOP_LENGTH]
+        magnitudes = np.abs(np.fft.rfft(frames * _WINDOW, axis=-1)) ** 2  # [frames, 1 + N_FFT // 2]
+        mel = magnitudes @ self._filters_t  # [frames, n_mels]: BLAS-friendly layout
+        log_spec = np.log10(np.maximum(mel, 1e-10)).T
+        self._last = ((f0, f1), log_spec)
+        return log_spec
+
+    def _reflect_padded(self, lo: int, hi: int) -> np.ndarray:
+        """Samples [lo, hi) of the padded audio reflect-padded by N_FFT // 2 at both ends (the
+        padded audio's coordinates, -N_FFT // 2 <= lo < hi <= n_padded + N_FFT // 2), float64.
+        Reads [lo, hi) and, at an edge, the samples its reflection mirrors."""
+        half, m = N_FFT // 2, self._n_padded
+        left, right = lo < 0, hi > m
+        if m <= half:  # too short for one reflection (torch refuses it): numpy reflects again
+            left = right = True
+        start = 0 if left else lo
+        stop = m if right else hi
+        if left:
+            stop = max(stop, min(m, half + 1))
+        if right:
+            start = min(start, max(0, m - 1 - half))
+        signal = np.pad(self._padded(start, stop), (half if left else 0, half if right else 0), mode="reflect")
+        first = -half if left else start
+        return signal[lo - first : hi - first]
+
+    def _padded(self, start: int, stop: int) -> np.ndarray:
+        """The zero-padded audio's samples [start, stop), 0 <= start <= stop <= n_padded, float64."""
+        out = np.zeros(stop - start, np.float64)
+        n = min(stop, self.stream.n_samples) - start
+        if n > 0:
+            out[:n] = self.stream.read(start, n)
+        return out

@@ -14,13 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .constants import APPEND_PUNCTUATIONS, HOP_LENGTH, PREPEND_PUNCTUATIONS, SAMPLE_RATE, TOKENS_PER_SECOND
 from .vocab import Vocabulary
 
-TOKENS_PER_SECOND = 50  # audio tokens (encoder frames) per second: 16000 Hz / (160 hop * 2)
-HOP_LENGTH, SAMPLE_RATE = 160, 16000  # a segment's "seek" counts mel frames of HOP_LENGTH samples
 UNICODE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})  # no spaces between words
-PREPEND_PUNCTUATIONS = "\"'“¿([{-"
-APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 SENTENCE_END_MARKS = ".。!！?？"
 
 

@@ -12,25 +12,46 @@ batch (many files, or a long file without conditioning on previous text), for th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .audio import load_audio, pad_or_trim
+from .audio import AudioStream, open_audio, pad_or_trim
 from .bundle import BundleReader
+from .constants import (APPEND_PUNCTUATIONS, FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES,
+                        N_SAMPLES_PER_TOKEN, PREPEND_PUNCTUATIONS, PUNCTUATION, SAMPLE_RATE)
 from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
-from .constants import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from .errors import MxwError
-from .mel import log_mel_spectrogram
+from .mel import LogMelStream, log_mel_spectrogram
 from .model import AudioContext, WhisperModel
-from .stream import AudioStream, LogMelStream, open_audio
-from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, add_word_timestamps, find_alignment
+from .timing import add_word_timestamps, find_alignment
 from .tokens import SpecialTokens
 
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
-PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """openai-whisper's `transcribe()` arguments, with its defaults; `decode_options` are the
+    `DecodingOptions` each window is decoded with (its prompt and temperature set per window)."""
+
+    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    initial_prompt: str | None = None
+    carry_initial_prompt: bool = False
+    word_timestamps: bool = False
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS
+    append_punctuations: str = APPEND_PUNCTUATIONS
+    clip_timestamps: str | list[float] = "0"
+    hallucination_silence_threshold: float | None = None
+    decode_options: DecodingOptions = field(default_factory=DecodingOptions)
+
+
+_TEXT_ONLY = DecodingOptions(without_timestamps=True)  # decode_windows' default
 
 
 class Transcriber:
@@ -53,56 +74,51 @@ class Transcriber:
         self,
         audio: str | Path | np.ndarray | AudioStream,
         *,
-        temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
-        compression_ratio_threshold: float | None = 2.4,
-        logprob_threshold: float | None = -1.0,
-        no_speech_threshold: float | None = 0.6,
-        condition_on_previous_text: bool = True,
-        initial_prompt: str | None = None,
-        carry_initial_prompt: bool = False,
-        word_timestamps: bool = False,
-        prepend_punctuations: str = PREPEND_PUNCTUATIONS,
-        append_punctuations: str = APPEND_PUNCTUATIONS,
-        clip_timestamps: str | list[float] = "0",
-        hallucination_silence_threshold: float | None = None,
+        temperature: float | tuple[float, ...] = TranscribeOptions.temperature,
+        compression_ratio_threshold: float | None = TranscribeOptions.compression_ratio_threshold,
+        logprob_threshold: float | None = TranscribeOptions.logprob_threshold,
+        no_speech_threshold: float | None = TranscribeOptions.no_speech_threshold,
+        condition_on_previous_text: bool = TranscribeOptions.condition_on_previous_text,
+        initial_prompt: str | None = TranscribeOptions.initial_prompt,
+        carry_initial_prompt: bool = TranscribeOptions.carry_initial_prompt,
+        word_timestamps: bool = TranscribeOptions.word_timestamps,
+        prepend_punctuations: str = TranscribeOptions.prepend_punctuations,
+        append_punctuations: str = TranscribeOptions.append_punctuations,
+        clip_timestamps: str | list[float] = TranscribeOptions.clip_timestamps,
+        hallucination_silence_threshold: float | None = TranscribeOptions.hallucination_silence_threshold,
         **decode_options: Any,
     ) -> dict[str, Any]:
         """openai-whisper's `transcribe()` with the same arguments and result; `decode_options`
-        are `DecodingOptions` fields. The audio is streamed: memory stays bounded however long."""
-        options = dict(
+        are `DecodingOptions` fields (TypeError for any other keyword). The audio is streamed:
+        memory stays bounded however long."""
+        options = TranscribeOptions(
             temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
             logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
             condition_on_previous_text=condition_on_previous_text, initial_prompt=initial_prompt,
             carry_initial_prompt=carry_initial_prompt, word_timestamps=word_timestamps,
             prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
             clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
-            decode_options=decode_options,
+            decode_options=DecodingOptions(**decode_options),
         )
-        stream = audio if isinstance(audio, AudioStream) else (
-            AudioStream.from_array(np.asarray(audio, dtype=np.float32)) if isinstance(audio, np.ndarray)
-            else open_audio(audio))
-        try:
+        with _audio_stream(audio) as stream:
             mel = LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES)
             return _Transcription(self, mel, options).run()
-        finally:
-            if stream is not audio:
-                stream.close()
 
     def encode_window(self, mel: np.ndarray) -> AudioContext:
-        """One log-mel window [n_mels, 3000] -> its AudioContext (batch row 0; other rows silent)."""
+        """One log-mel window [n_mels, N_FRAMES] -> its AudioContext (batch row 0; other rows silent)."""
         batch = np.zeros((self.model.batch, *mel.shape), dtype=np.float32)
         batch[0] = mel
         return self.model.encode(batch)
 
-    def detect_language(self, audio: str | Path | np.ndarray) -> tuple[str, dict[str, float]]:
+    def detect_language(self, audio: str | Path | np.ndarray | AudioStream) -> tuple[str, dict[str, float]]:
         """openai-whisper's `detect_language` on the first 30 seconds."""
-        stream = open_audio(audio) if not isinstance(audio, np.ndarray) else AudioStream.from_array(audio)
-        with stream:
+        with _audio_stream(audio) as stream:
             return self.language_of(LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES))
 
     def language_of(self, mel: LogMelStream) -> tuple[str, dict[str, float]]:
         """The language of the first window of `mel`, and the probabilities of every language."""
-        languages, probs = detect_language(self.model, self.special, self.encode_window(pad_or_trim_frames(mel.window(0))))
+        ctx = self.encode_window(pad_or_trim(mel.window(0), N_FRAMES))
+        languages, probs = detect_language(self.model, self.special, ctx)
         return languages[0], probs[0]
 
     # -- independent windows, batched ---------------------------------------------------------------
@@ -120,36 +136,50 @@ class Transcriber:
         mels = [self.mel(w) for w in windows]
         return np.stack(mels + [np.zeros_like(mels[0])] * (b - len(mels)))
 
-    def decode_files(self, paths: list[str | Path], options: DecodingOptions = DecodingOptions(without_timestamps=True)) -> Iterator[dict[str, Any]]:
-        yield from self.decode_windows([load_audio(p) for p in paths], options)  # all readable first
+    def decode_files(self, paths: list[str | Path],
+                     options: DecodingOptions = _TEXT_ONLY) -> Iterator[dict[str, Any]]:
+        """`decode_windows` over the files, each read window by window as its batch comes; every
+        file is opened (so checked, and converted when it needs to be) before the first result."""
+        with ExitStack() as streams:
+            opened = [streams.enter_context(open_audio(p)) for p in paths]
+            yield from self.decode_windows(opened, options)
 
-    def decode_windows(self, audios: list[np.ndarray], options: DecodingOptions = DecodingOptions(without_timestamps=True)) -> Iterator[dict[str, Any]]:
+    def decode_windows(self, audios: list[AudioStream | np.ndarray],
+                       options: DecodingOptions = _TEXT_ONLY) -> Iterator[dict[str, Any]]:
         """Each audio cut into consecutive 30-second windows, each decoded on its own with
         `options` (openai-whisper's `decode` on each: no seeking, no conditioning); windows of all
-        audios share the batch. Yields one result per audio, in order, with a segment per window."""
-        jobs = [(i, s) for i, audio in enumerate(audios) for s in range(0, max(len(audio), 1), N_SAMPLES)]
+        audios share the batch, and are read when it is decoded. Yields one result per audio, in
+        order, with a segment per window."""
+        streams = [a if isinstance(a, AudioStream) else AudioStream.from_array(a) for a in audios]
+        jobs = [(i, s) for i, stream in enumerate(streams) for s in range(0, max(stream.n_samples, 1), N_SAMPLES)]
         task = DecodingTask(self.model, self.special, options)
         b = self.model.batch
-        segments: list[list[dict[str, Any]]] = [[] for _ in audios]
+        segments: list[list[dict[str, Any]]] = [[] for _ in streams]
         done = 0
         for first in range(0, len(jobs), b):
             group = jobs[first : first + b]
-            mels = self._mels([audios[i][s : s + N_SAMPLES] for i, s in group])
+            mels = self._mels([streams[i].read(s, N_SAMPLES) for i, s in group])
             for (i, s), r in zip(group, task.run(self.model.encode(mels))):
-                end = min(s + N_SAMPLES, len(audios[i]))
+                end = min(s + N_SAMPLES, streams[i].n_samples)
                 segments[i].append({"id": len(segments[i]), "seek": s // HOP_LENGTH, "start": s / SAMPLE_RATE,
                                     "end": end / SAMPLE_RATE, **asdict(r)})
-            finished_upto = group[-1][0] if first + b < len(jobs) else len(audios)
+            finished_upto = group[-1][0] if first + b < len(jobs) else len(streams)
             while done < finished_upto:
                 yield _windows_result(segments[done])
                 done += 1
 
 
-def pad_or_trim_frames(mel: np.ndarray, length: int = N_FRAMES) -> np.ndarray:
-    """openai-whisper's `pad_or_trim` along the frames of a log-mel: zeros past the end."""
-    if mel.shape[-1] >= length:
-        return mel[:, :length]
-    return np.pad(mel, ((0, 0), (0, length - mel.shape[-1])))
+@contextmanager
+def _audio_stream(audio: str | Path | np.ndarray | AudioStream) -> Iterator[AudioStream]:
+    """`audio` as a stream: a caller's stream as it is (the caller closes it), a file opened and
+    closed here."""
+    if isinstance(audio, AudioStream):
+        yield audio
+    elif isinstance(audio, np.ndarray):
+        yield AudioStream.from_array(audio)
+    else:
+        with open_audio(audio) as stream:
+            yield stream
 
 
 def _windows_result(segments: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,29 +193,29 @@ def _windows_result(segments: list[dict[str, Any]]) -> dict[str, Any]:
 class _Transcription:
     """One run of `transcribe()`: the seek loop and its state."""
 
-    def __init__(self, t: Transcriber, mel: LogMelStream, args: dict[str, Any]):
+    def __init__(self, t: Transcriber, mel: LogMelStream, options: TranscribeOptions):
         self.t, self.mel = t, mel
         self.model, self.special = t.model, t.special
-        self.args = args
-        self.decode_options = dict(args["decode_options"])
-        if self.model.dims.n_audio_ctx * 2 != N_FRAMES:
-            raise MxwError("the model's audio context is not 1500 frames")
+        self.options = options
+        n_audio_ctx = self.model.dims.n_audio_ctx
+        if n_audio_ctx * N_SAMPLES_PER_TOKEN != N_SAMPLES:  # timestamps and word times assume it
+            raise MxwError(f"the model's audio context is {n_audio_ctx} frames, not {N_SAMPLES // N_SAMPLES_PER_TOKEN}")
 
     def run(self) -> dict[str, Any]:
-        a, special, model = self.args, self.special, self.model
-        opts = self.decode_options
+        o, special, model = self.options, self.special, self.model
+        decode = o.decode_options
         content_frames = self.mel.n_frames - N_FRAMES
         content_duration = float(content_frames * HOP_LENGTH / SAMPLE_RATE)
 
-        if opts.get("language") is None:
+        if decode.language is None:
             if not special.multilingual:
-                opts["language"] = "en"
+                decode = replace(decode, language="en")
             else:  # detected on the first 30 seconds, then fixed for every window
                 _, probs = self.t.language_of(self.mel)
-                opts["language"] = max(probs, key=probs.get)
-        language, task = opts["language"], opts.get("task", "transcribe")
+                decode = replace(decode, language=max(probs, key=probs.get))
+        language, task = decode.language, decode.task
 
-        clip = a["clip_timestamps"]
+        clip = o.clip_timestamps
         if isinstance(clip, str):
             clip = [float(ts) for ts in clip.split(",")] if clip else []
         seek_points = [round(ts * FRAMES_PER_SECOND) for ts in clip] or [0]
@@ -193,18 +223,18 @@ class _Transcription:
             seek_points.append(content_frames)
         seek_clips = list(zip(seek_points[::2], seek_points[1::2]))
 
-        input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token: 2
-        time_precision = input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per output token: 0.02
+        input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token
+        time_precision = input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per output token
         all_tokens: list[int] = []
         all_segments: list[dict[str, Any]] = []
         prompt_reset_since = 0
         remaining_prompt_length = model.dims.n_text_ctx // 2 - 1
         initial_prompt_tokens: list[int] = []
-        if a["initial_prompt"] is not None:
-            initial_prompt_tokens = special.encode(" " + a["initial_prompt"].strip())
+        if o.initial_prompt is not None:
+            initial_prompt_tokens = special.encode(" " + o.initial_prompt.strip())
             all_tokens.extend(initial_prompt_tokens)
             remaining_prompt_length -= len(initial_prompt_tokens)
-        threshold = a["hallucination_silence_threshold"]
+        threshold = o.hallucination_silence_threshold
 
         last_speech_timestamp = 0.0
         clip_idx = 0
@@ -220,23 +250,23 @@ class _Transcription:
             time_offset = float(seek * HOP_LENGTH / SAMPLE_RATE)
             window_end_time = float((seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE)
             segment_size = min(N_FRAMES, content_frames - seek, seek_clip_end - seek)
-            mel_segment = pad_or_trim_frames(self.mel.window(seek, segment_size))
+            mel_segment = pad_or_trim(self.mel.window(seek, segment_size), N_FRAMES)
             segment_duration = segment_size * HOP_LENGTH / SAMPLE_RATE
 
-            if a["carry_initial_prompt"]:
+            if o.carry_initial_prompt:
                 nignored = max(len(initial_prompt_tokens), prompt_reset_since)
                 remaining_prompt = all_tokens[nignored:][-remaining_prompt_length:]
-                opts["prompt"] = tuple(initial_prompt_tokens + remaining_prompt)
+                prompt = tuple(initial_prompt_tokens + remaining_prompt)
             else:
-                opts["prompt"] = tuple(all_tokens[prompt_reset_since:])
+                prompt = tuple(all_tokens[prompt_reset_since:])
 
             ctx = self.t.encode_window(mel_segment)
-            result = self.decode_with_fallback(ctx)
+            result = self.decode_with_fallback(ctx, replace(decode, prompt=prompt))
             tokens = np.array(result.tokens, dtype=np.int64)
 
-            if a["no_speech_threshold"] is not None:
-                should_skip = result.no_speech_prob > a["no_speech_threshold"]
-                if a["logprob_threshold"] is not None and result.avg_logprob > a["logprob_threshold"]:
+            if o.no_speech_threshold is not None:
+                should_skip = result.no_speech_prob > o.no_speech_threshold
+                if o.logprob_threshold is not None and result.avg_logprob > o.logprob_threshold:
                     should_skip = False  # confident enough despite the no-speech probability
                 if should_skip:
                     seek += segment_size
@@ -278,7 +308,7 @@ class _Transcription:
                 current_segments.append(new_segment(time_offset, time_offset + duration, tokens))
                 seek += segment_size
 
-            if a["word_timestamps"]:
+            if o.word_timestamps:
                 self.add_words(current_segments, ctx, segment_size, language, task, last_speech_timestamp)
                 if not single_timestamp_ending:
                     last_word_end = _last_word_end(current_segments)
@@ -334,7 +364,7 @@ class _Transcription:
 
             all_segments.extend({"id": i, **s} for i, s in enumerate(current_segments, start=len(all_segments)))
             all_tokens.extend(t for s in current_segments for t in s["tokens"])
-            if not a["condition_on_previous_text"] or result.temperature > 0.5:
+            if not o.condition_on_previous_text or result.temperature > 0.5:
                 prompt_reset_since = len(all_tokens)  # a high-temperature text is no prompt
 
         return {
@@ -343,27 +373,24 @@ class _Transcription:
             "language": language,
         }
 
-    def decode_with_fallback(self, ctx: AudioContext) -> DecodingResult:
-        a = self.args
-        temperatures = [a["temperature"]] if isinstance(a["temperature"], (int, float)) else list(a["temperature"])
+    def decode_with_fallback(self, ctx: AudioContext, decode: DecodingOptions) -> DecodingResult:
+        o = self.options
+        temperatures = [o.temperature] if isinstance(o.temperature, (int, float)) else list(o.temperature)
         result = None
         for t in temperatures:
-            kwargs = dict(self.decode_options)
             if t > 0:  # beams and patience are for greedy search
-                kwargs.pop("beam_size", None)
-                kwargs.pop("patience", None)
+                options = replace(decode, temperature=t, beam_size=None, patience=None)
             else:  # best_of is for sampling
-                kwargs.pop("best_of", None)
-            options = DecodingOptions(**{**kwargs, "temperature": t})
+                options = replace(decode, temperature=t, best_of=None)
             result = DecodingTask(self.model, self.special, options).run(ctx)[0]
 
             needs_fallback = False
-            if a["compression_ratio_threshold"] is not None and result.compression_ratio > a["compression_ratio_threshold"]:
+            if o.compression_ratio_threshold is not None and result.compression_ratio > o.compression_ratio_threshold:
                 needs_fallback = True  # too repetitive
-            if a["logprob_threshold"] is not None and result.avg_logprob < a["logprob_threshold"]:
+            if o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold:
                 needs_fallback = True  # too improbable
-            if (a["no_speech_threshold"] is not None and result.no_speech_prob > a["no_speech_threshold"]
-                    and a["logprob_threshold"] is not None and result.avg_logprob < a["logprob_threshold"]):
+            if (o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold
+                    and o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold):
                 needs_fallback = False  # silence
             if not needs_fallback:
                 break
@@ -382,8 +409,8 @@ class _Transcription:
                                   language, eot=special.eot)
 
         add_word_timestamps(segments, alignment, eot=special.eot, last_speech_timestamp=last_speech_timestamp,
-                            prepend_punctuations=self.args["prepend_punctuations"],
-                            append_punctuations=self.args["append_punctuations"])
+                            prepend_punctuations=self.options.prepend_punctuations,
+                            append_punctuations=self.options.append_punctuations)
 
 
 def _last_word_end(segments: list[dict[str, Any]]) -> float | None:
