@@ -20,11 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from .constants import CHUNK_LENGTH
 from .errors import MxwError
 from .model import AudioContext, Fetch, KVCache, WhisperModel
 from .tokens import SpecialTokens
-
-CHUNK_LENGTH = 30
 
 
 @dataclass(frozen=True)
@@ -274,6 +273,7 @@ class DecodingTask:
                            f"with --beams {self.n_group}; this one decodes {model.group} sequence(s) per window ({built})")
         self.n_ctx = model.dims.n_text_ctx
         self.sample_len = options.sample_len or self.n_ctx // 2
+        self.max_tokens = min(self.n_ctx, model.max_seq)  # decoding stops once the sequence is longer
         language = options.language or "en"
         self.sot_sequence = special.sot_sequence(language, options.task)
         if options.without_timestamps:
@@ -384,13 +384,12 @@ class DecodingTask:
         model, P = self.model, self.model.prompt_len
         out = model.prefill(ctx, cache, tokens[:, :P], self.sot_index if self.sot_index < P else 0,
                             last_mask if tokens.shape[1] <= P else self.no_suppress)
-        # Read before the graph runs again: a replayed graph's outputs are overwritten then.
-        at_sot = (model.fetch([out.logits], slot="prefill logits"), 1)
+        at_sot = (model.read_later(out.logits), 1)
         for pos in range(P, tokens.shape[1]):
             last = pos == tokens.shape[1] - 1
             out = model.step(ctx, cache, tokens[:, pos], pos, last_mask if last else self.no_suppress)
             if pos == self.sot_index:
-                at_sot = (model.fetch([out.logits], slot="step logits"), None)
+                at_sot = (model.read_later(out.logits), None)
         return out, at_sot
 
     def _no_speech(self, at_sot: tuple[Fetch, int | None]) -> np.ndarray:
@@ -402,37 +401,23 @@ class DecodingTask:
         return np.exp(log_softmax(logits))[:, self.special.no_speech].astype(np.float64)
 
     def _loop_on_device(self, ctx, cache, tokens: np.ndarray):
-        """Greedy with the graphs picking tokens: each token goes back in as the device buffer its
-        graph returned, and only it and its log-probability cross to the host. Replaying, the
-        next step is launched before this one's token is read (two step recordings take turns),
-        so the GPU does not wait on the host; the step launched after the last token is wasted."""
-        model, eot = self.model, self.special.eot
-        first, limit = tokens.shape[1], min(self.n_ctx, model.max_seq)
+        """Greedy with the graphs picking tokens: the model steps, this loop only keeps score."""
+        eot, first = self.special.eot, tokens.shape[1]
         sum_logprobs = np.zeros(len(tokens), dtype=np.float32)
         finished = np.zeros(len(tokens), dtype=bool)
         out, at_sot = self._prefill(ctx, cache, tokens, self.suppress_first)
-        pending = (out, model.fetch([out.token, out.logprob], slot=0))
-
-        def launch(previous, i: int):
-            """Sample i's step (i >= 1), fed sample i - 1's token where the device left it."""
-            out = model.step(ctx, cache, previous.token, first + i - 1, self.suppress, slot=i % 2)
-            return out, model.fetch([out.token, out.logprob], slot=i % 2)
-
-        for i in range(self.sample_len):
-            current, fetched = pending
-            more = i + 1 < self.sample_len and first + i + 1 <= limit
-            if more and model.replaying:
-                pending = launch(current, i + 1)
-            next_tokens, logprobs = fetched.result()
+        # The host loop's bounds: sample_len samples, none after the sequence outgrows max_tokens.
+        limit = min(self.sample_len, self.max_tokens - first + 1)
+        steps = self.model.greedy(ctx, cache, out, first, self.suppress, limit)
+        for next_tokens, logprobs in steps:
             next_tokens = next_tokens.astype(np.int64)
             sum_logprobs += np.where(finished, 0.0, logprobs).astype(np.float32)
             next_tokens[finished] = eot
             tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
             finished |= next_tokens == eot
-            if finished.all() or tokens.shape[1] > limit:
+            if finished.all():
                 break
-            if more and not model.replaying:
-                pending = launch(current, i + 1)
+        steps.close()
         return tokens, sum_logprobs, self._no_speech(at_sot)
 
     def _loop_on_host(self, ctx, cache, tokens: np.ndarray, sampler):
@@ -450,7 +435,7 @@ class DecodingTask:
             tokens, completed, sources = sampler.update(tokens, logits, sum_logprobs)
             if sources is not None and sources != list(range(len(sources))):
                 self.model.reorder(cache, sources)
-            if completed or tokens.shape[1] > min(self.n_ctx, self.model.max_seq):
+            if completed or tokens.shape[1] > self.max_tokens:
                 break
         return tokens, sum_logprobs, self._no_speech(at_sot)
 
