@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,32 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DEV = ROOT.parent / "shared" / "data" / "dev"
-BIN = Path(sys.executable).parent
-
-
-def dev_manifest() -> list[dict]:
-    if not DEV.is_dir():
-        pytest.fail(f"dev audio not found at {DEV} (shared/ must sit beside the checkout)")
-    return [json.loads(line) for line in (DEV / "manifest.jsonl").read_text().splitlines() if line.strip()]
-
-
-def short_clips() -> list[Path]:
-    """jfk.flac and every dev clip of 30 s or less."""
-    clips = [DEV / "jfk.flac"]
-    clips += [DEV / row["file"] for row in dev_manifest() if row["duration_s"] <= 30.0]
-    return clips
-
-
-def run_cli(*args: str, python_bin: Path = BIN, check: bool = False, env: dict | None = None,
-            **kwargs) -> subprocess.CompletedProcess:
-    """Runs `mxwr`/`mxwc` (the console scripts of the given environment)."""
-    proc = subprocess.run([str(python_bin / args[0]), *args[1:]], capture_output=True, text=True,
-                          env=env, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+from support import ROOT, run_cli
 
 
 @pytest.fixture(scope="session")

@@ -7,22 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, short_clips
+from support import DECODE_ARGS, DEV, reference_tokens, run_cli, short_clips
 
 CLIPS = short_clips()
-
-
-def reference_tokens(model, path) -> list[int]:
-    import whisper
-
-    audio = whisper.load_audio(str(path))
-    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio))
-    options = whisper.DecodingOptions(language="en", without_timestamps=True, temperature=0, fp16=False)
-    return list(model.decode(mel, options).tokens)
-
-
-DECODE_ARGS = ("--independent_windows", "True", "--without_timestamps", "True", "--beam_size", "None",
-               "--temperature", "0")
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +31,13 @@ def test_tokens_equal_openai_whisper(clip, mxwr_results, reference_model):
 
 
 def test_transcripts_are_not_trivially_empty(mxwr_results, reference_model):
-    # Guards the parity test against both sides agreeing on nothing: jfk has speech.
+    # Guards the parity test against both sides agreeing on nothing: the sample clip has speech.
     assert len(mxwr_results["jfk.flac"]["segments"][0]["tokens"]) > 10
     assert "ask not" in mxwr_results["jfk.flac"]["text"]
 
 
 @pytest.fixture(scope="module")
 def conformance_rows(tiny_bundle):
-    from conftest import DEV
     from mxwc.conformance import compare
 
     return {(r.graph, r.metric.split(" over ")[0]): r for r in compare(tiny_bundle, DEV / "jfk.flac")}

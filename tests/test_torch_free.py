@@ -6,8 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import DEV, run_cli
-from test_parity import DECODE_ARGS, reference_tokens
+from support import DECODE_ARGS, DEV, reference_tokens, run_cli
 
 JFK = DEV / "jfk_inaugural.wav"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ class ModelWeights:
     tensors: dict[str, np.ndarray]  # openai-whisper state-dict names and layouts
     source: str  # where the weights came from, for the manifest and the build log
     alignment_heads: list[list[int]] | None = None  # [[layer, head], ...] for word timestamps
-    notes: list[str] = field(default_factory=list)
 
 
 def _model_name_from_dims(dims: ModelDims) -> str:
