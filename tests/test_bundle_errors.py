@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from mxwr.bundle import HEADER, BundleReader
+from mxwr.manifest import FORMAT_MAJOR
 from support import DEV, assert_one_line_error, run_cli
 
 JFK = DEV / "jfk_inaugural.wav"
@@ -85,7 +86,8 @@ def test_wrong_magic(tiny_bundle, tmp_path):
     assert_one_line_error(run_cli("mxwr", "run", str(bad), str(JFK)), "not an mxw bundle", "magic")
 
 
-@pytest.mark.parametrize("version, advice", [((3, 0), "upgrade mxwr"), ((0, 9), "rebuild the bundle")])
+@pytest.mark.parametrize("version, advice", [((FORMAT_MAJOR + 1, 0), "upgrade mxwr"),
+                                             ((FORMAT_MAJOR - 1, 9), "rebuild the bundle")])
 def test_unknown_major_version(tiny_bundle, tmp_path, version, advice):
     bad = copy(tiny_bundle, tmp_path)
     with open(bad, "r+b") as f:

@@ -198,8 +198,11 @@ def test_logits_kernel_equals_the_graph_ops():
         want = filtered.argmax(-1)  # numpy's argmax: the first of equal maxima
         assert want[0] == 130 and want[1] != 7
         assert token.tolist() == want.tolist() == token_ops[:4].tolist()
-        top = filtered.max(-1, keepdims=True)
-        exact = -np.log(np.exp((filtered - top).astype(np.float64)).sum(-1))
+        # The log-probability of the choice under the kernel's own logits (its products sum in
+        # another order than numpy's), to float64 accuracy: a float32 running sum fails this.
+        own = logits + suppress
+        top = own.max(-1, keepdims=True)
+        exact = -np.log(np.exp((own - top).astype(np.float64)).sum(-1))
         np.testing.assert_allclose(logprob, exact, rtol=0, atol=1e-6)
         np.testing.assert_allclose(logits_ops[:4], logits, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(logprob_ops[:4], exact, rtol=0, atol=2e-5)

@@ -89,3 +89,36 @@ def test_device_front_end_gives_the_same_tokens(tiny_bundle, reference_model):
     results = list(t.decode_files(clips))
     for clip, result in zip(clips, results):
         assert result["segments"][0]["tokens"] == reference_tokens(reference_model, clip), clip.name
+
+
+def test_threads_pin_the_process_and_keep_the_tokens(tiny_bundle, reference_model):
+    """`--threads 1` runs MAX on one core (its thread pool follows the process's affinity) and
+    decodes exactly as openai-whisper does."""
+    clip = DEV / "jfk.flac"
+    proc = run_cli("mxwr", "run", str(tiny_bundle), str(clip), "--output-format", "json", "--threads", "1",
+                   *DECODE_ARGS, check=True)
+    (segment,) = json.loads(proc.stdout)["segments"]
+    assert segment["tokens"] == reference_tokens(reference_model, clip)
+
+
+def test_long_prompts_run_through_the_prefill_in_chunks(tiny_bundle, reference_model):
+    """A previous-text prompt several times the prefill's length (transcribe()'s conditioning)
+    fills the caches chunk by chunk: the window decodes as openai-whisper's decode() with it."""
+    import torch
+    import whisper
+
+    from mxwr.audio import load_audio
+    from mxwr.decoding import DecodingOptions
+    from mxwr.transcribe import Transcriber
+
+    t = Transcriber(tiny_bundle, device="cpu")
+    prompt = " ".join(["ask not what your country can do for you"] * 12)
+    assert len(t.special.encode(" " + prompt)) > 3 * t.model.prompt_len
+    audio = load_audio(DEV / "jfk.flac")
+    (ours,) = next(t.decode_windows([audio], DecodingOptions(without_timestamps=True, prompt=prompt)))["segments"]
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)))
+    theirs = reference_model.decode(mel, whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False,
+                                                                 prompt=prompt))
+    assert ours["tokens"] == theirs.tokens
+    assert ours["no_speech_prob"] == pytest.approx(theirs.no_speech_prob, abs=1e-3)
+    assert ours["avg_logprob"] == pytest.approx(theirs.avg_logprob, abs=1e-3)

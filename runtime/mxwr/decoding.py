@@ -148,6 +148,18 @@ class ApplyTimestampRules:
                 logits[k, :ts] = -np.inf
 
 
+def top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """The indices of the k largest values of x in torch.topk's order (descending value, ties
+    by lower index): the first k of a stable descending sort, without sorting the vocabulary."""
+    if k >= len(x):
+        return np.argsort(-x, kind="stable")[:k]
+    threshold = np.partition(x, len(x) - k)[len(x) - k]  # the k-th largest value
+    above = np.flatnonzero(x > threshold)
+    tied = np.flatnonzero(x == threshold)[: k - len(above)]  # the lowest ids among equals
+    chosen = np.concatenate([above, tied])
+    return chosen[np.argsort(-x[chosen], kind="stable")]
+
+
 def _logsumexp(x: np.ndarray) -> np.float32:
     top = x.max()
     if not np.isfinite(top):
@@ -210,8 +222,7 @@ class BeamSearch:
             for j in range(self.beam_size):
                 row = i * self.beam_size + j
                 prefix = tokens[row].tolist()
-                # torch.topk order: descending value, ties by lower index
-                top = np.argsort(-logprobs[row], kind="stable")[: self.beam_size + 1]
+                top = top_k(logprobs[row], self.beam_size + 1)
                 for token in top:
                     sequence = tuple(prefix + [int(token)])
                     scores[sequence] = float(np.float32(sum_logprobs[row] + logprobs[row, token]))
@@ -378,24 +389,21 @@ class DecodingTask:
         return results
 
     def _prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, last_mask: Any):
-        """The initial tokens through the prefill graph, continuing one step at a time past its
-        fixed length; returns (the output at the last position, a read of the logits at
-        start-of-transcript, taken now and waited for only when `_no_speech` needs them)."""
-        model, P = self.model, self.model.prompt_len
-        out = model.prefill(ctx, cache, tokens[:, :P], self.sot_index if self.sot_index < P else 0,
-                            last_mask if tokens.shape[1] <= P else self.no_suppress)
-        at_sot = (model.read_later(out.logits), 1)
-        for pos in range(P, tokens.shape[1]):
-            last = pos == tokens.shape[1] - 1
-            out = model.step(ctx, cache, tokens[:, pos], pos, last_mask if last else self.no_suppress)
-            if pos == self.sot_index:
-                at_sot = (model.read_later(out.logits), None)
+        """The initial tokens through the prefill graph, prompt_len at a time; returns (the output
+        at the last position, a read of the logits at start-of-transcript, taken now and waited
+        for only when `_no_speech` needs them)."""
+        model, P, n = self.model, self.model.prompt_len, tokens.shape[1]
+        for start in range(0, n, P):
+            has_sot = start <= self.sot_index < start + P
+            out = model.prefill(ctx, cache, tokens[:, start : start + P], self.sot_index - start if has_sot else 0,
+                                last_mask if start + P >= n else self.no_suppress, offset=start)
+            if has_sot:
+                at_sot = model.read_later(out.logits)
         return out, at_sot
 
-    def _no_speech(self, at_sot: tuple[Fetch, int | None]) -> np.ndarray:
-        """at_sot: the read of the start-of-transcript logits, and their column in it (prefill)."""
-        fetched, column = at_sot
-        logits = fetched.result()[0] if column is None else fetched.result()[0][:, column]
+    def _no_speech(self, at_sot: Fetch) -> np.ndarray:
+        """at_sot: the read of the prefill's logits at (last position, start-of-transcript)."""
+        logits = at_sot.result()[0][:, 1]
         if self.special.no_speech is None:
             return np.full(len(logits), np.nan)
         return np.exp(log_softmax(logits))[:, self.special.no_speech].astype(np.float64)

@@ -32,18 +32,27 @@ class Layout:
     such shapes; whisper's 64-wide heads otherwise fall to a naive kernel), store cross V
     transposed (the step's P.V then sums along rows), run the step's cache write and logits with
     our own kernels, and attend in the step as float32 sums (one query per head needs no
-    matmul). Everything else, float32 on a GPU included, is plain: there the tiled kernel's
-    other summation order moved a dev clip's tokens off the CPU's.
+    matmul). The CPU computes the decoders' logits with our kernel (MAX's product with the
+    transposed embedding reads it more slowly than memory allows). float32 on a GPU is plain:
+    there the tiled kernel's other summation order moved a dev clip's tokens off the CPU's.
     """
 
     tile: int | None = None  # attention operands padded to a multiple of this; None: unpadded
     cross_v_transposed: bool = False  # cross V stored [..., width, slots] rather than [..., slots, width]
-    kernels: bool = False  # our Mojo kernels (mxwc/kernels): the step's cache write, logits + greedy
+    cache_kernel: bool = False  # the step writes its cache slot with our kernel (mxwc/kernels/cache.mojo)
+    logits_kernel: bool = False  # logits + greedy token of a few rows by our kernel (logits.mojo)
     single_query: bool = False  # the step attends by float32 sums instead of batched matmuls
+
+    @property
+    def kernels(self) -> bool:
+        """Whether any of our kernels is built into the decoder graphs."""
+        return self.cache_kernel or self.logits_kernel
 
     @classmethod
     def of(cls, gpu: bool, dtype: str) -> "Layout":
-        return TILED if gpu and dtype != "float32" else PLAIN
+        if not gpu:
+            return CPU
+        return TILED if dtype != "float32" else PLAIN
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +71,8 @@ class Layout:
 
 
 PLAIN = Layout()
-TILED = Layout(tile=MATMUL_TILE, cross_v_transposed=True, kernels=True, single_query=True)
+CPU = Layout(logits_kernel=True)
+TILED = Layout(tile=MATMUL_TILE, cross_v_transposed=True, cache_kernel=True, logits_kernel=True, single_query=True)
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -154,12 +164,14 @@ SPECS: dict[str, GraphSpec] = {
                 *_cross(g),
             ],
         ),
-        # The prompt (padded to prompt_len) -> logits at two positions: the last real one and
-        # start-of-transcript (for the no-speech probability); fills cache positions 0..P-1.
+        # prompt_len tokens of the prompt (the last chunk padded) at positions offset.. (on the
+        # device) -> logits at two of them: the last real one and start-of-transcript (for the
+        # no-speech probability); fills those cache positions, attending to all before them.
         GraphSpec(
             "prefill",
             inputs=lambda g: [
                 Port("tokens", "int64", (g.shape.rows, g.shape.prompt_len)),
+                Port("offset", "int64", (1,)),
                 Port("logit_positions", "int64", (2,)),
                 Port("suppress", "float32", (g.dims.n_vocab,)),
                 *_caches(g), *_cross(g),

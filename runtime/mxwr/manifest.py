@@ -20,8 +20,8 @@ from .dims import ModelDims, Shape
 from .errors import BundleError
 from .graphspec import REQUIRED, SPECS, Geometry, Layout, Port, bind
 
-FORMAT_MAJOR = 2  # 2.0: the step graph takes its position on the device
-FORMAT_MINOR = 1  # 2.1: each target records its layout
+FORMAT_MAJOR = 3  # 3.0: the prefill takes its offset (prompts of any length in chunks); targets record their layout
+FORMAT_MINOR = 0
 ALIGN = 64  # sections, and tensors within them, start on 64-byte boundaries
 DTYPES = ("float32", "float16", "bfloat16")  # compute dtypes of a target
 TENSOR_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4}  # item sizes
@@ -252,12 +252,11 @@ class Target(_Record):
 
     @classmethod
     def from_dict(cls, d: Any) -> "Target":
-        d = _map(d, "target entry", ("name", "dtype", "weights_section", "graphs"), ("layout",))
+        d = _map(d, "target entry", ("name", "dtype", "weights_section", "layout", "graphs"))
         name = _str(d["name"], "target name")
         if not TARGET_NAME.match(name) or d["dtype"] not in DTYPES:
             raise _fail(f"a malformed target entry {_short(name)}")
-        # 2.0 bundles predate the record: their layout is the one the compiler chose then.
-        layout = Layout.from_dict(d["layout"]) if "layout" in d else Layout.of(name != "cpu", d["dtype"])
+        layout = Layout.from_dict(d["layout"])
         graphs = d["graphs"]
         if not isinstance(graphs, dict) or any(role not in SPECS for role in graphs):
             raise _fail(f"target {_short(name)} with unknown graph roles {_short(list(graphs or []))}")

@@ -200,14 +200,16 @@ class WhisperModel:
         return AudioContext(out["audio_features"], out["cross_k"], out["cross_v"], self._generation)
 
     def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int,
-                suppress: Any) -> DecoderOutput:
-        """tokens [rows, T], T <= prompt_len: fills cache positions 0..T-1; logits at (T-1, sot_index)."""
+                suppress: Any, offset: int = 0) -> DecoderOutput:
+        """tokens [rows, T], T <= prompt_len, at positions offset..offset+T-1 (cache positions
+        before offset filled already): fills those cache positions; logits at the chunk's
+        positions (T-1, sot_index)."""
         b, t = tokens.shape
         padded = np.zeros((b, self.prompt_len), dtype=np.int64)
         padded[:, :t] = tokens
         positions = np.array([t - 1, sot_index], dtype=np.int64)
-        out = self._run("prefill", "prefill", tokens=padded, logit_positions=positions,
-                        **self._decoder_state(ctx, cache, suppress))
+        out = self._run("prefill", "prefill", tokens=padded, offset=np.array([offset], np.int64),
+                        logit_positions=positions, **self._decoder_state(ctx, cache, suppress))
         return DecoderOutput(out["logits"], out["next_token"], out["next_logprob"])
 
     def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any,

@@ -11,7 +11,7 @@ from max.dtype import DType
 from max.graph import BufferValue, Graph, TensorValue, ops
 
 from mxwr.constants import HOP_LENGTH, N_FFT, N_FRAMES
-from mxwr.graphspec import SPECS, cache_names
+from mxwr.graphspec import SPECS, cache_names, round_up
 
 from .attention import attention, causal_mask, merge_heads, single_query_attention, split_heads
 from .context import GraphContext
@@ -101,30 +101,50 @@ def encoder_graph(ctx: GraphContext) -> Graph:
 
 
 def prefill_graph(ctx: GraphContext) -> Graph:
-    """The prompt, padded to prompt_len -> logits at the last real prompt position (to sample the
-    first token) and the start-of-transcript position (for the no-speech probability), and the
-    greedy next token. Writes cache positions 0..P-1: those past the real prompt hold padding,
-    which the step overwrites before anything attends to them.
+    """prompt_len tokens of the prompt at positions offset.. -> logits at two of them (the last
+    real one, to sample the first token, and start-of-transcript, for the no-speech probability)
+    and the greedy next token. A prompt longer than prompt_len runs as consecutive chunks: each
+    writes its keys/values into the caches at its positions and attends to every position before
+    them. Slots past the real prompt hold padding, which later writes replace before anything
+    attends to them.
     """
-    dims, rows, P = ctx.dims, ctx.shape.rows, ctx.shape.prompt_len
+    dims, layout, device = ctx.dims, ctx.layout, ctx.device
+    rows, P, S = ctx.shape.rows, ctx.shape.prompt_len, ctx.shape.max_seq
     with ctx.open("prefill") as (graph, inputs):
         p = ctx.params()
         L, cache = dims.n_text_layer, _caches(ctx, inputs)
-        mask = causal_mask(P, ctx.layout.tile, ctx.device)
+        offset = inputs["offset"]
+        # Slot s of the caches takes the chunk's key/value s - offset, where that is one of its P;
+        # query t sees slots 0..offset + t (and never the padding past max_seq on tiled targets).
+        slots = ops.range(0, S, 1, dtype=DType.int64, device=device)
+        within = ops.min(ops.max(slots - offset, ops.constant(0, DType.int64, device)),
+                         ops.constant(P - 1, DType.int64, device))
+        here = ops.reshape((slots >= offset) & (slots < offset + P), [1, 1, S, 1])
+        keys_seen = round_up(S, layout.tile) if layout.tile else S
+        queries = ops.reshape(ops.range(0, P, 1, dtype=DType.int64, device=device), [P, 1]) + offset
+        key_slots = ops.reshape(ops.range(0, keys_seen, 1, dtype=DType.int64, device=device), [1, keys_seen])
+        hidden = (key_slots > queries) | (key_slots >= S)
+        mask = ops.where(hidden, ops.constant(float("-inf"), DType.float32, device),
+                         ops.constant(0.0, DType.float32, device))
 
         def self_attend(i: int, q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
+            written = []
             for buffer, x in ((cache[i], k), (cache[L + i], v)):
-                ops.buffer_store_slice(buffer, x, [slice(None), slice(None), slice(0, P), slice(None)])
-            return attention(q, k, v, mask, ctx.layout.tile)
+                updated = ops.where(here, ops.gather(x, within, axis=2), ops.buffer_load(buffer))
+                ops.buffer_store(buffer, updated)
+                written.append(updated)
+            return attention(q, *written, mask, layout.tile)
 
         x = ops.gather(p("decoder.token_embedding.weight"), inputs["tokens"], axis=0)
-        positions = ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, P), slice(None)])
-        x = decoder_blocks(ctx, p, x + positions, inputs["cross_k"], inputs["cross_v"], self_attend, ctx.shape.group)
+        # Positions past the context (a last chunk's padding) read the last embedding: never attended.
+        positions = ops.min(ops.reshape(queries, [P]), ops.constant(dims.n_text_ctx - 1, DType.int64, device))
+        x = x + ops.gather(p("decoder.positional_embedding"), positions, axis=0)
+        x = decoder_blocks(ctx, p, x, inputs["cross_k"], inputs["cross_v"], self_attend, ctx.shape.group)
         chosen = ops.gather(x, inputs["logit_positions"], axis=1)  # [B, 2, d]
-        if logits_kernel_fits(2 * rows, dims.n_text_state, ctx.layout):
+        if logits_kernel_fits(2 * rows, dims.n_text_state, layout):
             # Both positions of every row as rows of their own; the token is the last position's.
             flat = ops.reshape(chosen, [2 * rows, dims.n_text_state])
-            logits, token, logprob = logits_and_greedy(p, flat, inputs["suppress"], ctx.layout)
+            logits, token, logprob = logits_and_greedy(p, flat, inputs["suppress"], layout)
             ctx.output(graph, logits=ops.reshape(logits, [rows, 2, dims.n_vocab]), next_token=token[::2],
                        next_logprob=logprob[::2])
         else:
@@ -152,13 +172,13 @@ def step_graph(ctx: GraphContext) -> Graph:
         ninf = ops.constant(float("-inf"), DType.float32, device)
         zero = ops.constant(0.0, DType.float32, device)
         mask = ops.where(slots > position, ninf, zero)
-        if not layout.kernels:
+        if not layout.cache_kernel:
             # The new key/value goes to slot `position` by selection, not by a slice store: a
             # slice's bounds are host values, which a recorded device graph could not change.
             here = ops.reshape(slots == position, [1, 1, n_slots, 1])
 
         def self_attend(i: int, q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
-            if layout.kernels:  # the new slot alone, in place; the attention reads the caches where they are
+            if layout.cache_kernel:  # the new slot alone, in place; the attention reads the caches where they are
                 cache_write(cache[i], cache[L + i], k, v, position)
                 keys, values = ops.buffer_load(cache[i]), ops.buffer_load(cache[L + i])
             else:

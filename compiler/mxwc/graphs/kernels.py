@@ -15,7 +15,8 @@ from mxwr.graphspec import Layout
 
 KERNELS = Path(__file__).parents[1] / "kernels"  # built into the graphs that use them (custom_extensions)
 
-# The logits kernel's sums run on CUDA cores: past a few rows MAX's tensor-core matmul wins.
+# The logits kernel's sums run on CUDA cores (GPU) or one row at a time (CPU): past a few rows
+# MAX's matmul wins.
 LOGITS_MAX_ROWS = 4
 # It reads each embedding row as 16 lanes of 16-byte vectors: 128 values of a 16-bit dtype.
 LOGITS_WIDTH_MULTIPLE = 128
@@ -25,7 +26,7 @@ LOGIT_ROWS_PER_BLOCK = 64
 
 
 def logits_kernel_fits(rows: int, d: int, layout: Layout) -> bool:
-    return layout.kernels and d % LOGITS_WIDTH_MULTIPLE == 0 and rows <= LOGITS_MAX_ROWS
+    return layout.logits_kernel and d % LOGITS_WIDTH_MULTIPLE == 0 and rows <= LOGITS_MAX_ROWS
 
 
 def logits_greedy(x: TensorValue, embedding: TensorValue,
