@@ -101,7 +101,8 @@ def _opt(*names: str, **kwargs):
       help="(requires --word_timestamps True) maximum number of lines in a segment.")
 @_opt("--max_words_per_line", type=_optional(int), default=None,
       help="(requires --word_timestamps True, no effect with --max_line_width) maximum words in a segment.")
-@_opt("--threads", type=_optional(int), default=0, help="Accepted for compatibility (MAX sizes its own thread pool).")
+@_opt("--threads", type=_optional(int), default=0, show_default=True,
+      help="CPU cores to run on (the process is pinned to that many of those it may use); 0: all of them.")
 @_opt("--clip_timestamps", default="0", show_default=True,
       help="Comma-separated start,end,start,end,... (seconds) of the clips to process; the last end defaults to the end.")
 @_opt("--hallucination_silence_threshold", type=_optional(float), default=None,
@@ -129,9 +130,8 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
     if args["max_words_per_line"] and args["max_line_width"]:
         click.echo("mxwr: warning: --max_words_per_line has no effect with --max_line_width", err=True)
     writer_options = {k: args.pop(k) for k in word_options}
-    for ignored in ("fp16", "threads"):
-        args.pop(ignored)
-
+    args.pop("fp16")
+    use_cores(args.pop("threads"))
     transcriber = Transcriber(bundle, device=device)
     special, model = transcriber.special, transcriber.model
     if not special.multilingual:
@@ -170,6 +170,17 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
     if defaults:  # after the output, so that an error stays the only line on stderr
         click.echo("mxwr: note: this bundle decodes one sequence per window, so no beam search or best-of "
                    "(mxwc build --beams 5 gives openai-whisper's defaults)", err=True)
+
+
+def use_cores(n: int | None) -> None:
+    """Pins the process to n of the cores it may use (0 or None: all), before MAX starts: MAX
+    sizes its CPU thread pool by them (its own num_threads option aborts in MAX 26.7)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if n is None or n == 0:
+        return
+    if n < 0:
+        raise click.BadParameter("must be 0 (all cores) or more", param_hint="--threads")
+    os.sched_setaffinity(0, allowed[:n])
 
 
 def _results(transcriber, audio: tuple[str, ...], args: dict):
