@@ -26,7 +26,7 @@ def cli() -> None:
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Windows decoded together (fixed at build time).")
 @click.option("--prompt-len", default=32, show_default=True, type=int,
-              help="Prefill length; longer prompts continue one token at a time.")
+              help="Prefill length; longer prompts run through the prefill in chunks of it.")
 @click.option("--beams", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Sequences decoded per window (beam search and best-of sampling need --beams >= their size).")
 @click.option("--word-timestamps/--no-word-timestamps", default=True, show_default=True,
