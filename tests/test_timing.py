@@ -21,6 +21,15 @@ from mxwr.vocab import Vocabulary
 AUDIO = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "dev" / "jfk_inaugural.wav"
 
 
+def text_token_probs(logits: np.ndarray, text_tokens, sot_len: int, eot: int) -> np.ndarray:
+    """What the align graph computes on the device, from openai-whisper's logits [T, n_vocab] of
+    `[*sot_sequence, no_timestamps, *text_tokens, eot]`: the probability each text token had when
+    it was predicted (row sot_len predicts the first), the softmax over the text vocabulary only."""
+    rows = np.asarray(logits[sot_len: sot_len + len(text_tokens), :eot], dtype=np.float32)
+    e = np.exp(rows - rows.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True))[np.arange(len(text_tokens)), list(text_tokens)].astype(np.float64)
+
+
 def vocab_of(tok) -> Vocabulary:
     enc = tok.encoding
     return Vocabulary([enc.decode_single_token_bytes(i) for i in range(enc.n_vocab)], tok.timestamp_begin)
@@ -202,7 +211,7 @@ def test_end_to_end_tiny_en(tiny_en, monkeypatch):
 
         def alignment_fn(text_tokens):
             assert text_tokens == c["text_tokens"]
-            probs = timing.text_token_probs(c["logits"], text_tokens, c["sot_len"], tok.eot)
+            probs = text_token_probs(c["logits"], text_tokens, c["sot_len"], tok.eot)
             return timing.find_alignment(c["qk"], probs, text_tokens, c["sot_len"], c["num_frames"],
                                          vocab, tok.language, eot=tok.eot)
 

@@ -81,11 +81,6 @@ class LogMelStream:
             out[:, f0 - seek : f1 - seek] = (np.maximum(self._log_spec(f0, f1), top) + 4.0) / 4.0
         return out
 
-    def windows(self, step: int = N_FRAMES):
-        """(seek, window) for seek = 0, step, 2 * step, ... while seek < n_frames."""
-        for seek in range(0, self.n_frames, step):
-            yield seek, self.window(seek, step)
-
     def _log_spec(self, f0: int, f1: int) -> np.ndarray:
         """log10(max(mel, 1e-10)) of frames [f0, f1), float64 [n_mels, f1 - f0], before the clamp."""
         if self._last is not None and self._last[0] == (f0, f1):

@@ -19,14 +19,6 @@ _TAPS = np.arange(-_HALF + 1, _HALF + 1)[None, :]
 _BLOCK = 1 << 13  # output samples per block (~3 MB of temporaries)
 
 
-def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Samples at `rate` -> float32 samples at `target`."""
-    if rate == target:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    x = np.asarray(x, dtype=np.float32)
-    return np.concatenate([np.zeros(0, np.float32), *resampled_blocks(lambda a, b: x[a:b], len(x), rate, target)])
-
-
 def resampled_blocks(read: Callable[[int, int], np.ndarray], n_in: int, rate: int, target: int = SAMPLE_RATE,
                      block: int = _BLOCK) -> Iterator[np.ndarray]:
     """The resampling of n_in samples at `rate`, as consecutive float32 blocks at `target`;

@@ -132,15 +132,6 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def text_token_probs(logits: np.ndarray, text_tokens: Sequence[int], sot_len: int, eot: int) -> np.ndarray:
-    """The probability each text token had when it was predicted, from the logits [T, n_vocab]
-    of `[*sot_sequence, no_timestamps, *text_tokens, eot]`: row sot_len (no_timestamps) predicts
-    the first text token; like whisper, the softmax only spans the text vocabulary. (The align
-    graph computes the same on the device.)"""
-    rows = np.asarray(logits[sot_len: sot_len + len(text_tokens), :eot], dtype=np.float32)
-    return _softmax(rows)[np.arange(len(text_tokens)), list(text_tokens)].astype(np.float64)
-
-
 def find_alignment(qk: np.ndarray, token_probs: np.ndarray, text_tokens: Sequence[int], sot_len: int,
                    num_frames: int, vocab: Vocabulary, language: str | None, *, eot: int,
                    medfilt_width: int = 7, qk_scale: float = 1.0) -> list[WordTiming]:
@@ -148,7 +139,8 @@ def find_alignment(qk: np.ndarray, token_probs: np.ndarray, text_tokens: Sequenc
 
     qk: float32 [alignment heads, T, n_audio_ctx], raw scaled q.k (pre-softmax, unmasked) for the
     tokens `[*sot_sequence, no_timestamps, *text_tokens, eot]` (T of them, sot_len = the sot
-    sequence's length); token_probs: [len(text_tokens)], see `text_token_probs`.
+    sequence's length); token_probs: [len(text_tokens)], the probability each text token had when
+    it was predicted, under the softmax over the text vocabulary (the align graph's output).
     """
     text_tokens = list(text_tokens)
     if not text_tokens:
