@@ -175,12 +175,11 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
 def use_cores(n: int | None) -> None:
     """Pins the process to n of the cores it may use (0 or None: all), before MAX starts: MAX
     sizes its CPU thread pool by them (its own num_threads option aborts in MAX 26.7)."""
-    allowed = sorted(os.sched_getaffinity(0))
     if n is None or n == 0:
         return
     if n < 0:
         raise click.BadParameter("must be 0 (all cores) or more", param_hint="--threads")
-    os.sched_setaffinity(0, allowed[:n])
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
 
 
 def _results(transcriber, audio: tuple[str, ...], args: dict):
