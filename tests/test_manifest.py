@@ -16,8 +16,8 @@ from mxwr.bundle import ALIGN, HEADER, BundleReader
 from mxwr.dims import ModelDims, Shape
 from mxwr.errors import BundleError
 from mxwr.graphspec import REQUIRED, SPECS, Layout
-from mxwr.manifest import (Audio, GraphEntry, Manifest, ModelInfo, Producer, RecordedPort, Section, Target,
-                           TensorEntry, Tokenizer)
+from mxwr.manifest import (Audio, GraphEntry, Host, Manifest, ModelInfo, Producer, RecordedPort, Section,
+                           SignatureSlot, Target, TensorEntry, Tokenizer)
 
 SCHEMA = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
 
@@ -51,7 +51,7 @@ def test_manifest_records_what_the_issue_asks(tiny_bundle, tiny_weights):
         m = reader.manifest.to_dict()
         from mxwr.manifest import FORMAT_MAJOR, FORMAT_MINOR
 
-        assert m["format_version"] == [FORMAT_MAJOR, FORMAT_MINOR] == [3, 0]
+        assert m["format_version"] == [FORMAT_MAJOR, FORMAT_MINOR] == [3, 1]
         assert m["producer"]["max_version"] == version("max")
         assert m["dims"] == tiny_weights.dims.to_dict()
         assert m["shape"]["max_seq"] == 448
@@ -92,6 +92,7 @@ def test_records_and_schema_agree(tiny_bundle):
         (Shape, props["shape"]), (Tokenizer, props["tokenizer"]), (Audio, props["audio"]), (Section, section),
         (TensorEntry, section["properties"]["tensors"]["items"]), (Target, target), (Layout, defs["layout"]),
         (RecordedPort, defs["tensor_spec"]), (GraphEntry, defs["graph"]),
+        (Host, props["producer"]["properties"]["host"]), (SignatureSlot, props["signature"]),
     ]
     not_stored = {"gpu_index", "role"}  # the selected GPU (run time); a graph's role is its key
     for record, schema in records:

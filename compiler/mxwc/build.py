@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,8 +18,8 @@ import numpy as np
 from mxwr.bundle import BundleWriter
 from mxwr.dims import Shape
 from mxwr.graphspec import Layout
-from mxwr.manifest import (FORMAT_MAJOR, FORMAT_MINOR, Audio, GraphEntry, Manifest, ModelInfo, Producer, Target,
-                           Tokenizer)
+from mxwr.manifest import (FORMAT_MAJOR, FORMAT_MINOR, MAX_NAME, Audio, GraphEntry, Host, Manifest, ModelInfo,
+                           Producer, Target, Tokenizer)
 
 from . import __version__
 from .compile import compile_target, parse_target
@@ -67,6 +69,43 @@ def default_alignment_heads(n_layer: int, n_head: int) -> list[list[int]]:
     return [[layer, head] for layer in range(n_layer // 2, n_layer) for head in range(n_head)]
 
 
+def source_sha256(files: tuple[Path, ...]) -> str:
+    """sha256 of the weight files, concatenated in the order they were read (streamed)."""
+    if not files:
+        raise BuildError("the weights loader named no source files to record the digest of")
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Instruction-set extensions worth recording (MAX's CPU kernels pick code paths by them), in
+# /proc/cpuinfo's spelling: x86 "flags", Arm "Features".
+CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+                "asimd", "asimddp", "asimdhp", "sve", "sve2", "bf16", "i8mm")
+
+
+def build_host() -> Host:
+    """What kind of machine builds (OS, architecture, CPU model and features); no host name."""
+    cpu, flags = None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and value.strip() and cpu is None:
+                    cpu = value.strip()
+                elif key in ("flags", "features"):
+                    flags.update(value.split())
+    except OSError:  # not Linux: the platform module's answer
+        cpu = platform.processor()
+    return Host(platform.system()[:MAX_NAME], platform.machine()[:MAX_NAME], (cpu or "unknown")[:MAX_NAME],
+                tuple(f for f in CPU_FEATURES if f in flags))
+
+
 @contextmanager
 def stage(log: Callable[[str], None], what: str) -> Iterator[None]:
     log(f"{what} ...")
@@ -79,9 +118,16 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     start = time.perf_counter()
     with stage(log, f"loading weights ({options.model})"):
         weights = load_weights(options.model, log, offline=options.offline)
+        digest = source_sha256(weights.files)  # right after reading them: the provenance of what was read
         dims = weights.dims
         log(f"  {weights.name}: {sum(v.size for v in weights.tensors.values()) / 1e6:.1f} M parameters "
             f"from {weights.source}")
+    expected = dims.weight_shapes()
+    shapes = {k: tuple(v.shape) for k, v in weights.tensors.items()}
+    if shapes != expected:
+        odd = sorted(k for k in shapes.keys() | expected.keys() if shapes.get(k) != expected.get(k))
+        raise BuildError(f"{weights.source}: tensors that disagree with the model's dimensions: "
+                         f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}")
     if not 1 <= options.max_seq <= dims.n_text_ctx:
         raise BuildError(f"--max-seq must be between 1 and the model's n_text_ctx ({dims.n_text_ctx})")
     if not 1 <= options.prompt_len <= options.max_seq:
@@ -132,8 +178,8 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             path = writer.finish(Manifest(
                 format_version=(FORMAT_MAJOR, FORMAT_MINOR),
-                producer=Producer("mxwc", __version__, version("max"), created),
-                model=ModelInfo(weights.name, weights.source),
+                producer=Producer("mxwc", __version__, version("max"), created, build_host()),
+                model=ModelInfo(weights.name, weights.source, digest),
                 dims=dims,
                 shape=shape,
                 targets=tuple(targets),

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import click
 
+from mxwr.cli import debug_option
+
 from .weights import DEFAULT_MODEL
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mxw", prog_name="mxwc")
+@debug_option
 def cli() -> None:
     """Compile Whisper checkpoints into .mxw bundles of MAX graphs."""
 
@@ -47,6 +50,60 @@ def build(model: str, max_seq: int, targets: tuple[str, ...], dtype: str, batch:
               log=lambda line: click.echo(line, err=True))
 
 
+@cli.command()
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Private key file to write (mode 0600); the public key goes to OUT.pub.")
+@click.option("--force", is_flag=True, help="Replace existing key files.")
+@debug_option
+def keygen(out: Path, force: bool) -> None:
+    """Make an Ed25519 key pair for signing bundles (PEM: PKCS#8 private key, SubjectPublicKeyInfo public key)."""
+    from mxwr.signing import generate_key
+
+    private, public, name = generate_key(out, force=force)
+    click.echo(f"wrote {private} (private: keep it secret) and {public} (public: give it to mxwr "
+               f"--require-signature); key {name}", err=True)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "-k", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Private key file (mxwc keygen's KEY).")
+@debug_option
+def sign(bundle: Path, key: Path) -> None:
+    """Sign BUNDLE in place (after checking it whole); only its signature slot is written."""
+    from mxwr.signing import sign_bundle
+
+    name = sign_bundle(bundle, key, warn=lambda line: click.echo(f"mxwc: warning: {line}", err=True))
+    click.echo(f"signed {bundle} with key {name}", err=True)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--pubkey", "-p", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key file (KEY.pub) that BUNDLE must be signed by.")
+@debug_option
+def verify(bundle: Path, pubkey: Path | None) -> None:
+    """Check BUNDLE whole without loading any graph: header, manifest, signature (with --pubkey),
+    every section's checksum and the padding; one line per result, exit 1 on any failure."""
+    from mxwr.bundle import BundleReader
+    from mxwr.signing import describe, load_public_key, verify_bundle
+
+    key = load_public_key(pubkey) if pubkey is not None else None
+
+    def report(what: str, problem: str | None) -> None:
+        click.echo(f"ok: {what}" if problem is None else f"FAILED: {what}: {problem}")
+
+    with BundleReader(bundle) as reader:  # checks the header and the manifest
+        m = reader.manifest
+        report(f"header and manifest (format {m.format_version[0]}.{m.format_version[1]}, "
+               f"{len(m.sections)} sections)", None)
+        if key is None:
+            block = describe(reader.signature)
+            click.echo("unsigned" if block is None else
+                       f"signed: {block['algorithm']} by {block['fingerprint']} (not checked: no --pubkey)")
+        verify_bundle(reader, key, report)
+
+
 def main() -> None:
     from mxwr.cli import run_cli
 
@@ -54,7 +111,9 @@ def main() -> None:
     from .ct2 import CT2FormatError
     from .weights import WeightsError
 
-    run_cli(cli, "mxwc", (BuildError, WeightsError, CT2FormatError))
+    from mxwr.errors import MxwError
+
+    run_cli(cli, "mxwc", (BuildError, WeightsError, CT2FormatError, MxwError))  # MxwError: bundles and keys
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ class ModelWeights:
     tensors: dict[str, np.ndarray]  # openai-whisper state-dict names and layouts
     source: str  # where the weights came from, for the manifest and the build log
     alignment_heads: list[list[int]] | None = None  # [[layer, head], ...] for word timestamps
+    files: tuple[Path, ...] = ()  # the weight files read, in order (the build records their sha256)
 
 
 def _model_name_from_dims(dims: ModelDims) -> str:
@@ -89,13 +90,13 @@ def _from_checkpoint(path: Path, name: str) -> ModelWeights:
     if mask is not None:
         mask = mask.reshape(dims.n_text_layer, dims.n_text_head)
         heads = [[int(l), int(h)] for l, h in zip(*np.nonzero(mask))]
-    return ModelWeights(name, dims, tensors, f"openai-whisper checkpoint {path}", heads)
+    return ModelWeights(name, dims, tensors, f"openai-whisper checkpoint {path}", heads, (path,))
 
 
 def _from_ct2(path: Path, name: str | None, how: str) -> ModelWeights:
     dims, tensors, heads, parts = load_ct2_dir(path)
     files = ", ".join(str(p) for p in parts)
-    return ModelWeights(name or _model_name_from_dims(dims), dims, tensors, f"{how} ({files})", heads)
+    return ModelWeights(name or _model_name_from_dims(dims), dims, tensors, f"{how} ({files})", heads, tuple(parts))
 
 
 def load_weights(model: str, log: Callable[[str], None] = print, offline: bool = False) -> ModelWeights:

@@ -4,6 +4,7 @@ Layout (schemas/FORMAT.md is the normative description):
 
     [0, 64)          header: magic, format version, manifest offset/length/sha256
     [64, ...)        sections, each starting on a 64-byte boundary
+    [slot]           4 KiB reserved for a signature block (zeros until `mxwc sign` fills it)
     [manifest ...]   msgpack manifest (at the end, so sections can be streamed to disk)
 
 Every section carries a sha256 in the manifest and is checked before it is used. Nothing read
@@ -18,7 +19,8 @@ import mmap
 import os
 import stat
 import struct
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,12 +29,22 @@ import numpy as np
 import zstandard
 
 from .errors import BundleError
-from .manifest import ALIGN, FORMAT_MAJOR, FORMAT_MINOR, Manifest, Section, TensorEntry
+from .manifest import (ALIGN, FORMAT_MAJOR, FORMAT_MINOR, MAX_SIGNATURE_SLOT, Manifest, Section, SignatureSlot,
+                       TensorEntry)
 
 MAGIC = b"\x89MXW\r\n\x1a\n"  # PNG-style: catches text-mode transfers and truncation at byte 1
 HEADER = struct.Struct("<8sHHIQQ32s")  # magic, major, minor, flags, manifest offset, length, sha256
 HEADER_SIZE = HEADER.size  # 64
 MAX_MANIFEST_BYTES = 64 << 20
+
+# The signature block, written into the manifest's signature slot by `mxwc sign` (FORMAT.md,
+# "Signature"): magic, block version, algorithm, block length, then the algorithm's fields.
+SIGNATURE_MAGIC = b"\x89MXWSIG\n"
+SIGNATURE_PREFIX = struct.Struct("<8sHHI")  # magic, version, algorithm, length of the whole block
+SIGNATURE_VERSION = 1
+ED25519 = 1  # algorithm number
+ED25519_BLOCK = struct.Struct("<8sHHI32s64s")  # the prefix, public key (raw), signature
+SIGNED_PART = SIGNATURE_PREFIX.size + 32  # what the signature covers of its own block: all but itself
 
 # numpy types of the tensor dtypes; bfloat16 has none and is read as raw uint16.
 NUMPY_DTYPES = {
@@ -116,7 +128,12 @@ class BundleWriter:
 
     def finish(self, manifest: Manifest) -> Path:
         """Writes `manifest` with this writer's sections, checked as a reader will check it."""
-        manifest = replace(manifest, format_version=(FORMAT_MAJOR, FORMAT_MINOR), sections=tuple(self._sections))
+        # The signature slot lies before the manifest, so that a signed bundle still has its manifest
+        # at the end (readers of 3.0 read it) and signing rewrites nothing the signature covers.
+        slot = SignatureSlot(self._pad(), MAX_SIGNATURE_SLOT)
+        self._f.write(b"\0" * slot.length)
+        manifest = replace(manifest, format_version=(FORMAT_MAJOR, FORMAT_MINOR), sections=tuple(self._sections),
+                           signature=slot)
         offset = self._pad()
         fields = manifest.to_dict()
         Manifest.from_dict(fields, data_end=offset)  # never write what the reader refuses
@@ -151,6 +168,30 @@ def _dtype_name(array: np.ndarray) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # Reading
+
+
+@dataclass(frozen=True)
+class SignatureBlock:
+    """A signature block as read (its form checked; not yet verified: see `mxwr.signing`)."""
+
+    version: int
+    algorithm: int
+    signed_part: bytes  # the block's bytes that the signature covers: magic, version, algorithm, length, key
+    public_key: bytes | None  # raw Ed25519 key of the signer; None for a later minor's scheme
+    signature: bytes | None
+
+    @property
+    def algorithm_name(self) -> str:
+        return "ed25519" if self.algorithm == ED25519 else f"unknown algorithm {self.algorithm}"
+
+
+def _zeros(data: mmap.mmap, start: int, end: int, chunk: int = 1 << 20) -> bool:
+    """Whether data[start:end] is all zeros, read a chunk at a time (a gap may be large)."""
+    for pos in range(start, end, chunk):
+        piece = data[pos : min(end, pos + chunk)]
+        if piece.count(0) != len(piece):
+            return False
+    return True
 
 
 class BundleReader:
@@ -190,6 +231,36 @@ class BundleReader:
             raise
         self._sections = {s.name: s for s in self.manifest.sections}
         self._verified: set[str] = set()
+        self.header = bytes(self._map[:HEADER_SIZE])  # what a signature covers (with its own block's prefix)
+        try:
+            self.signature = self._read_signature()
+        except BundleError:
+            self.close()
+            raise
+
+    def _read_signature(self) -> "SignatureBlock | None":
+        """The signature slot's block, or None when the slot holds zeros (unsigned) or the bundle
+        has no slot (format 3.0). Its form is checked here; whether it verifies, by `mxwr.signing`."""
+        slot = self.manifest.signature
+        if slot is None:
+            return None
+        data = self._map[slot.offset : slot.end]  # inside the data area and at most 4 KiB (Manifest.from_dict)
+        if data.count(0) == len(data):
+            return None
+        bad = f"{self.path} is corrupt: its signature slot holds"
+        if len(data) < SIGNATURE_PREFIX.size or not data.startswith(SIGNATURE_MAGIC):
+            raise BundleError(f"{bad} neither zeros nor a signature block")
+        _, version, algorithm, length = SIGNATURE_PREFIX.unpack_from(data, 0)
+        if not SIGNATURE_PREFIX.size <= length <= len(data) or data.count(0, length) != len(data) - length:
+            raise BundleError(f"{bad} a signature block of a wrong length, or bytes after it")
+        if (version, algorithm) == (SIGNATURE_VERSION, ED25519):
+            if length != ED25519_BLOCK.size:
+                raise BundleError(f"{bad} an Ed25519 signature block of {length} bytes (not {ED25519_BLOCK.size})")
+            _, _, _, _, public_key, signature = ED25519_BLOCK.unpack_from(data, 0)
+            return SignatureBlock(version, algorithm, bytes(data[:SIGNED_PART]), public_key, signature)
+        if self.manifest.format_version[1] > FORMAT_MINOR:  # a later minor's scheme: readable, not checkable
+            return SignatureBlock(version, algorithm, bytes(data[:SIGNATURE_PREFIX.size]), None, None)
+        raise BundleError(f"{bad} a signature block of unknown version {version} or algorithm {algorithm}")
 
     def _read_manifest(self) -> Manifest:
         magic, major, minor, flags, offset, length, digest = HEADER.unpack_from(self._map, 0)
@@ -210,6 +281,7 @@ class BundleReader:
         if offset % ALIGN:
             raise BundleError(f"{self.path} is corrupt: the manifest is not {ALIGN}-byte aligned")
         blob = self._map[offset : offset + length]
+        self._manifest_offset = offset
         if hashlib.sha256(blob).digest() != digest:
             raise BundleError(f"{self.path} is corrupt: manifest checksum mismatch")
         try:
@@ -246,6 +318,11 @@ class BundleReader:
         data = self._raw(name)
         if s.encoding == "zstd":
             try:
+                # The frame states its size (the writer's always does): nothing is allocated for a
+                # frame that disagrees with the manifest.
+                if zstandard.frame_content_size(data) != s.raw_length:
+                    raise BundleError(f"{self.path} is corrupt: section {name!r}'s zstd frame is not "
+                                      f"raw_length bytes")
                 out = zstandard.ZstdDecompressor().decompress(data, max_output_size=s.raw_length)
             except zstandard.ZstdError as e:
                 raise BundleError(f"{self.path} is corrupt: section {name!r}: zstd: {e or 'undecodable'}") from None
@@ -259,7 +336,8 @@ class BundleReader:
         try:
             return msgpack.unpackb(self.read_bytes(name), raw=False)
         except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
-            raise BundleError(f"{self.path} is corrupt: section {name!r}: {type(e).__name__}: {e}") from None
+            why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__  # msgpack's may be blank
+            raise BundleError(f"{self.path} is corrupt: section {name!r} is not valid msgpack ({why})") from None
 
     def read_tensors(self, name: str) -> dict[str, np.ndarray]:
         """Zero-copy, read-only views of a verified tensor section."""
@@ -271,10 +349,34 @@ class BundleReader:
             for e in s.tensors or ()
         }
 
-    def verify(self) -> None:
-        """Checks every section's checksum (what `mxwr inspect --verify` does)."""
+    def verify(self, report: Callable[[str, str | None], None] | None = None) -> None:
+        """Checks every section's checksum, and that every byte outside the header, the sections,
+        the signature slot and the manifest is zero padding: so each byte of a verified bundle is
+        covered by a checksum or is the signature. `report(what, problem or None)` hears each
+        result (all are checked); raises BundleError naming the first problem."""
+        problems = []
+
+        def note(what: str, problem: str | None) -> None:
+            if report is not None:
+                report(what, problem)
+            if problem is not None:
+                problems.append(problem)
+
         for name in self._sections:
-            self._raw(name)
+            try:
+                self._raw(name)
+                note(f"section {name}", None)
+            except BundleError as e:
+                note(f"section {name}", str(e))
+        slot = self.manifest.signature
+        spans = [(0, HEADER_SIZE), *((s.offset, s.end) for s in self._sections.values()), (self._manifest_offset,
+                                                                                          self.size)]
+        spans = sorted(spans + ([(slot.offset, slot.end)] if slot is not None else []))  # disjoint (checked on open)
+        gaps = [(before[1], after[0]) for before, after in zip(spans, spans[1:]) if before[1] < after[0]]
+        dirty = next((start for start, end in gaps if not _zeros(self._map, start, end)), None)
+        note("padding", None if dirty is None else f"{self.path} is corrupt: non-zero padding at byte {dirty}")
+        if problems:
+            raise BundleError(problems[0])
 
     def close(self) -> None:
         # Views handed out keep the mapping alive; closing then is left to the garbage collector.

@@ -21,7 +21,7 @@ from .errors import BundleError
 from .graphspec import REQUIRED, SPECS, Geometry, Layout, Port, bind
 
 FORMAT_MAJOR = 3  # 3.0: the prefill takes its offset (prompts of any length in chunks); targets record their layout
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1  # 3.1: a signature slot; the build's provenance (source digest, build host)
 ALIGN = 64  # sections, and tensors within them, start on 64-byte boundaries
 DTYPES = ("float32", "float16", "bfloat16")  # compute dtypes of a target
 TENSOR_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4}  # item sizes
@@ -31,9 +31,12 @@ MAX_NAME = 256  # characters in any name
 MAX_SECTIONS = 1024
 MAX_TENSORS = 1 << 16  # per section
 MAX_RAW_LENGTH = 16 << 30  # bytes a section may decode to
+MAX_DECODED = 2 << 30  # bytes a compressed section (a graph, the vocabulary) may decode to: allocated whole
 MAX_TOKEN_LIST = 1 << 16
 TARGET_NAME = re.compile(r"^(cpu|[a-z]+:[a-z0-9_]+)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_SIGNATURE_SLOT = 4096  # bytes: room for an Ed25519 block (112) and any later algorithm's
+MAX_CPU_FEATURES = 64
 # A newer minor of the format may add fields: they are ignored then, and refused otherwise.
 _NEWER_MINOR = contextvars.ContextVar("newer_minor", default=False)
 
@@ -159,11 +162,20 @@ class Section(_Record):
             raise _fail(f"a malformed section entry {_short(name)}")
         if s.offset % ALIGN:
             raise BundleError(f"bundle section {_short(name)} at {s.offset} is not {ALIGN}-byte aligned")
+        if s.encoding == "zstd" and s.raw_length > MAX_DECODED:
+            raise BundleError(f"bundle section {_short(name)} claims a raw_length of {s.raw_length} bytes "
+                              f"(compressed sections decode to at most {MAX_DECODED})")
         if s.encoding == "raw" and s.raw_length != s.length:
             raise BundleError(f"bundle section {_short(name)} is raw but its raw_length differs from its length")
         if "tensors" in d:
             entries = _list(d["tensors"], "tensor table", MAX_TENSORS)
             s = replace(s, tensors=tuple(TensorEntry.from_dict(t, name, s.length) for t in entries))
+            # Each tensor is its own bytes, as each section is: an entry moved onto another's bytes,
+            # or a second entry of one name, would bind other weights than the writer's, silently.
+            ordered = sorted(s.tensors, key=lambda t: t.offset)
+            if len({t.name for t in s.tensors}) != len(s.tensors) or any(
+                    after.offset < before.offset + before.nbytes for before, after in zip(ordered, ordered[1:])):
+                raise BundleError(f"bundle section {_short(name)} has tensors that overlap or share a name")
         return s
 
 
@@ -259,7 +271,8 @@ class Target(_Record):
         layout = Layout.from_dict(d["layout"])
         graphs = d["graphs"]
         if not isinstance(graphs, dict) or any(role not in SPECS for role in graphs):
-            raise _fail(f"target {_short(name)} with unknown graph roles {_short(list(graphs or []))}")
+            raise _fail(f"target {_short(name)} with unknown graph roles "
+                        f"{_short(list(graphs) if isinstance(graphs, dict) else graphs)}")
         entries = {role: GraphEntry.from_dict(role, graphs[role]) for role in SPECS if role in graphs}
         return cls(name, d["dtype"], _str(d["weights_section"], "weights section name"), layout, entries)
 
@@ -286,33 +299,99 @@ class Target(_Record):
 
 
 @dataclass(frozen=True)
+class Host(_Record):
+    """The kind of machine that built the bundle (no host name: a bundle is shipped to others)."""
+
+    system: str  # platform.system(), e.g. Linux
+    machine: str  # platform.machine(), e.g. x86_64
+    cpu: str  # the CPU's model name
+    cpu_features: tuple[str, ...]  # the instruction-set extensions MAX's CPU code may use, of those known
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Host":
+        d = _map(d, "producer's host entry", tuple(f.name for f in fields(cls)))
+        features = tuple(_str(f, "host cpu feature", 32) for f in _list(d["cpu_features"], "host cpu features",
+                                                                        MAX_CPU_FEATURES))
+        return cls(_str(d["system"], "host system"), _str(d["machine"], "host machine"), _str(d["cpu"], "host cpu"),
+                   features)
+
+
+@dataclass(frozen=True)
 class Producer(_Record):
-    """Who built the bundle, and with which MAX."""
+    """Who built the bundle, with which MAX, and on what kind of machine."""
 
     name: str
-    version: str
+    version: str  # the compiler's (mxwc's) version
     max_version: str  # the MAX that compiled the graphs
     created: str
+    host: Host | None = None  # from format 3.1
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.host is None:  # a 3.0 manifest, given back as it was stored
+            del d["host"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "Producer":
-        d = _map(d, "producer entry", tuple(f.name for f in fields(cls)))
-        return cls(*(_str(d[f.name], f"producer {f.name}") for f in fields(cls)))
+        d = _map(d, "producer entry", ("name", "version", "max_version", "created"), ("host",))
+        host = Host.from_dict(d["host"]) if "host" in d else None
+        return cls(*(_str(d[k], f"producer {k}") for k in ("name", "version", "max_version", "created")), host)
 
 
 @dataclass(frozen=True)
 class ModelInfo(_Record):
-    """The model's name and where its weights came from."""
+    """The model's name, where its weights came from, and the digest of the files read."""
 
     name: str
     source: str
+    source_sha256: str | None = None  # from format 3.1: sha256 of the weight file(s), concatenated in order
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.source_sha256 is None:  # a 3.0 manifest, given back as it was stored
+            del d["source_sha256"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "ModelInfo":
-        d = _map(d, "model entry", ("name", "source"))
-        return cls(_str(d["name"], "model name"), _str(d["source"], "model source", 4096))
+        d = _map(d, "model entry", ("name", "source"), ("source_sha256",))
+        digest = None
+        if "source_sha256" in d:
+            digest = _str(d["source_sha256"], "model source_sha256", 64)
+            if not SHA256.match(digest):
+                raise _fail(f"a malformed model source_sha256 ({_short(digest)})")
+        return cls(_str(d["name"], "model name"), _str(d["source"], "model source", 4096), digest)
 
 
+@dataclass(frozen=True)
+class SignatureSlot(_Record):
+    """Bytes the writer reserves (zeros) for a signature block, which `mxwc sign` writes in place:
+    signing changes neither the file's size nor any byte that the signature covers."""
+
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+    @classmethod
+    def from_dict(cls, d: Any, data_end: int | None) -> "SignatureSlot":
+        d = _map(d, "signature slot", ("offset", "length"))
+        slot = cls(_int(d["offset"], "signature slot offset"),
+                   _int(d["length"], "signature slot length", ALIGN, MAX_SIGNATURE_SLOT))
+        if slot.offset % ALIGN or slot.length % ALIGN:
+            raise BundleError(f"bundle's signature slot at {slot.offset} is not {ALIGN}-byte aligned")
+        if slot.offset < ALIGN or (data_end is not None and slot.end > data_end):
+            raise BundleError(f"bundle is truncated or corrupt: its signature slot at [{slot.offset}, {slot.end}) "
+                              f"lies outside the data area")
+        return slot
+
+
+# openai-whisper's pre-tokenizer, the same for its gpt2 and multilingual encodings: the one
+# pattern a bundle's tokenizer may name (tiktoken compiles it; nothing else from the file is).
+OPENAI_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPECIAL_IDS = ("sot", "eot", "sot_prev", "sot_lm", "no_timestamps", "timestamp_begin", "transcribe", "translate")
 
 
@@ -346,6 +425,10 @@ class Tokenizer(_Record):
             raise BundleError("bundle manifest has token ids outside the vocabulary")
         if type(d["multilingual"]) is not bool or d["kind"] != "tiktoken-bytes" or d["encoding"] not in ("gpt2", "multilingual"):
             raise _fail("a malformed tokenizer entry")
+        if d["pattern"] != OPENAI_PATTERN:
+            raise _fail("a tokenizer pattern other than openai-whisper's")
+        if d["multilingual"] != (n_vocab >= 51865):  # openai-whisper's rule; decoding branches on the flag
+            raise _fail("a tokenizer whose multilingual flag disagrees with the vocabulary size")
         return cls(d["kind"], d["encoding"], d["multilingual"], dict(special), dict(languages), *lists,
                    _str(d["pattern"], "tokenizer pattern", 4096), _int(d["n_mergeable"], "n_mergeable", 1, n_vocab),
                    _str(d["vocabulary_section"], "vocabulary section name"))
@@ -369,7 +452,8 @@ class Audio(_Record):
     @classmethod
     def from_dict(cls, d: Any) -> "Audio":
         d = _map(d, "audio entry", tuple(f.name for f in fields(cls)))
-        audio = cls(**{**d, "mel_filters_section": _str(d["mel_filters_section"], "mel filters section name")})
+        known = {f.name: d[f.name] for f in fields(cls)}  # a newer minor's fields are ignored, not passed on
+        audio = cls(**{**known, "mel_filters_section": _str(d["mel_filters_section"], "mel filters section name")})
         if audio != cls.ours(audio.mel_filters_section):
             raise BundleError(f"bundle's audio front end {_short(audio.to_dict())} is not the one mxwr computes")
         return audio
@@ -391,6 +475,13 @@ class Manifest(_Record):
     audio: Audio
     alignment_heads: tuple[tuple[int, int], ...] | None  # [layer, head] pairs the align graph reads
     sections: tuple[Section, ...] = ()
+    signature: SignatureSlot | None = None  # from format 3.1 (the writer fills it in)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.signature is None:  # a 3.0 manifest, given back as it was stored
+            del d["signature"]
+        return d
 
     def section(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name == name), None)
@@ -405,7 +496,8 @@ class Manifest(_Record):
             raise _fail(f"a format_version other than {FORMAT_MAJOR}.x ({_short(version)})")
         newer = _NEWER_MINOR.set(version[1] > FORMAT_MINOR)
         try:
-            return cls._from_dict(_map(d, "manifest", tuple(f.name for f in fields(cls))), data_end)
+            return cls._from_dict(_map(d, "manifest", tuple(f.name for f in fields(cls) if f.name != "signature"),
+                                       ("signature",)), data_end)
         finally:
             _NEWER_MINOR.reset(newer)
 
@@ -429,6 +521,17 @@ class Manifest(_Record):
         m = cls(tuple(version), Producer.from_dict(d["producer"]), ModelInfo.from_dict(d["model"]), dims, shape,
                 targets, Tokenizer.from_dict(d["tokenizer"], dims.n_vocab), Audio.from_dict(d["audio"]), heads,
                 _section_table(d["sections"], data_end))
+        if "signature" in d:
+            slot = SignatureSlot.from_dict(d["signature"], data_end)
+            hit = next((s for s in m.sections if s.offset < slot.end and slot.offset < s.end), None)
+            if hit is not None:
+                raise BundleError(f"bundle is corrupt: its signature slot overlaps section {_short(hit.name)}")
+            m = replace(m, signature=slot)
+        if version[1] >= 1:  # what 3.1 added is required from 3.1 on (so a 3.1 bundle can always be signed)
+            missing = [what for what, value in (("producer host", m.producer.host), ("signature slot", m.signature),
+                                                ("model source_sha256", m.model.source_sha256)) if value is None]
+            if missing:
+                raise _fail(f"format {version[0]}.{version[1]} but no {', '.join(missing)}")
         m._check_references()
         return m
 
@@ -451,6 +554,9 @@ class Manifest(_Record):
             weights = need(target.weights_section, "weights", f"target {target.name}")
             if any(t.dtype != target.dtype for t in weights.tensors or ()):
                 raise BundleError(f"bundle's weights for {target.name} are not all {target.dtype}")
+            if {t.name: t.shape for t in weights.tensors or ()} != self.dims.weight_shapes():
+                raise BundleError(f"bundle's weights for {target.name} are not the tensors the model's "
+                                  f"dimensions need (openai-whisper's state dict)")
             for graph in target.graphs.values():
                 need(graph.section, "mef", f"the {graph.role} graph of {target.name}")
             if "align" in target.graphs and self.alignment_heads is None:
