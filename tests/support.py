@@ -160,3 +160,34 @@ def assert_one_line_error(proc, *needles: str) -> None:
     assert lines[0].startswith("mxwr: error: "), lines[0]
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def rewrite_bundle(path: Path, edit=None, sections=None, minor: int | None = None) -> None:
+    """Rewrites a bundle in place as a forger would: the manifest edited by `edit(manifest)`, each
+    named section's bytes replaced by `sections[name](bytes)` (of the same length), and every
+    checksum (the sections', the manifest's in the header) recomputed to match; `minor` rewrites
+    the header's format minor."""
+    import hashlib
+
+    import msgpack
+
+    from mxwr.bundle import HEADER
+
+    data = bytearray(path.read_bytes())
+    magic, major, old_minor, flags, offset, length, _ = HEADER.unpack_from(data, 0)
+    manifest = msgpack.unpackb(bytes(data[offset : offset + length]), raw=False)
+    for entry in manifest["sections"]:
+        change = (sections or {}).get(entry["name"])
+        if change is not None:
+            start, end = entry["offset"], entry["offset"] + entry["length"]
+            new = change(bytes(data[start:end]))
+            assert len(new) == entry["length"]
+            data[start:end] = new
+            entry["sha256"] = hashlib.sha256(new).hexdigest()
+    if edit is not None:
+        edit(manifest)
+    blob = msgpack.packb(manifest, use_bin_type=True)
+    data[offset:] = blob
+    HEADER.pack_into(data, 0, magic, major, old_minor if minor is None else minor, flags, offset, len(blob),
+                     hashlib.sha256(blob).digest())
+    path.write_bytes(bytes(data))

@@ -44,22 +44,40 @@ def tone(rate: int, seconds: float = 0.5, freq: float = 440.0) -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float64)
 
 
-@pytest.mark.parametrize("encoding, tolerance", [
-    ("pcm8", 1 / 100), ("pcm16", 1e-4), ("pcm24", 1e-6), ("pcm32", 1e-6), ("float32", 1e-7), ("float64", 1e-7),
-])
-def test_wav_encodings_decode_to_the_signal(tmp_path, encoding, tolerance):
+ENCODINGS = ["pcm8", "pcm16", "pcm24", "pcm32", "float32", "float64"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_mono_wav_reads_as_openai_whisper_reads_it(tmp_path, encoding):
+    """Every encoding, sample for sample what openai-whisper's load_audio (ffmpeg to s16le) gives:
+    wider PCM cut to 16 bits, floats rounded to the 16-bit grid and clipped."""
+    import whisper
+
+    rng = np.random.default_rng(ENCODINGS.index(encoding))
+    signal = np.clip(tone(16000) + 0.05 * rng.standard_normal(8000), -1, 1)
+    if encoding.startswith("float"):
+        signal[::97] *= 3.0  # out of range: clipped
+        signal[1000:1003] = [np.nan, np.inf, -np.inf]  # ffmpeg's own mapping (not in the scalar tail)
+        signal[2000] = 1e6
+    write_wav(tmp_path / "x.wav", signal[:, None], 16000, encoding)
+    audio = load_audio(tmp_path / "x.wav")
+    assert audio.dtype == np.float32
+    np.testing.assert_array_equal(audio, whisper.load_audio(str(tmp_path / "x.wav")))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_stereo_wav_decodes_to_the_signal(tmp_path, encoding):
     signal = tone(16000)
-    stereo = np.stack([signal, signal], axis=1)
-    write_wav(tmp_path / "x.wav", stereo, 16000, encoding)
+    write_wav(tmp_path / "x.wav", np.stack([signal, signal], axis=1), 16000, encoding)
     audio = load_audio(tmp_path / "x.wav")
     assert audio.dtype == np.float32 and audio.shape == signal.shape
-    assert np.abs(audio - signal).max() <= tolerance
+    assert np.abs(audio - signal).max() <= (1 / 100 if encoding == "pcm8" else 1 / 32768)
 
 
 def test_channels_are_averaged(tmp_path):
     signal = tone(16000)
     write_wav(tmp_path / "x.wav", np.stack([signal, np.zeros_like(signal), -signal * 0.5], axis=1), 16000, "float32")
-    np.testing.assert_allclose(load_audio(tmp_path / "x.wav"), signal * 0.5 / 3, atol=1e-7)
+    np.testing.assert_allclose(load_audio(tmp_path / "x.wav"), signal * 0.5 / 3, atol=1 / 32768)  # each on the 16-bit grid
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import struct
 
-import msgpack
 import pytest
 
 from mxwr.bundle import HEADER, BundleReader
 from mxwr.manifest import FORMAT_MAJOR
-from support import DEV, assert_one_line_error, run_cli
+from support import DEV, assert_one_line_error, rewrite_bundle, run_cli
 
 JFK = DEV / "jfk_inaugural.wav"
 
@@ -29,14 +27,7 @@ def copy(bundle, tmp_path, name="copy.mxw"):
 
 def rewrite_manifest(path, edit) -> None:
     """Rewrites the manifest (with a valid checksum) so only `edit`'s change is wrong."""
-    data = bytearray(path.read_bytes())
-    magic, major, minor, flags, offset, length, _ = HEADER.unpack_from(data, 0)
-    manifest = msgpack.unpackb(bytes(data[offset : offset + length]), raw=False)
-    edit(manifest)
-    blob = msgpack.packb(manifest, use_bin_type=True)
-    data[offset:] = blob
-    HEADER.pack_into(data, 0, magic, major, minor, flags, offset, len(blob), hashlib.sha256(blob).digest())
-    path.write_bytes(bytes(data))
+    rewrite_bundle(path, edit)
 
 
 def test_every_section_is_checksummed(tiny_bundle, tmp_path):

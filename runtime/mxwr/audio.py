@@ -15,7 +15,9 @@ the process ends), so nothing is left behind. `load_audio(path)` is the whole st
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -32,26 +34,34 @@ from .wav import UnsupportedWav, WavLayout, is_wav, wav_layout
 _PIPE_CHUNK = 1 << 20  # bytes of ffmpeg output read at a time
 
 
-def load_audio(path: str | Path) -> np.ndarray:
+def load_audio(path: str | Path, max_duration: float | None = None) -> np.ndarray:
     """The whole file's samples, as one array."""
-    with open_audio(path) as stream:
+    with open_audio(path, max_duration=max_duration) as stream:
         return stream.read(0, stream.n_samples)
 
 
-def open_audio(path: str | Path, tmpdir: str | Path | None = None) -> AudioStream:
-    """The file's samples as a stream; AudioError for a missing file, a directory, no decoder, or
-    what ffmpeg fails on.
+def open_audio(path: str | Path, tmpdir: str | Path | None = None, max_duration: float | None = None) -> AudioStream:
+    """The file's samples as a stream; AudioError for a missing file, a directory or other file
+    that is not a regular one, no decoder, what ffmpeg fails on, or audio longer than
+    `max_duration` seconds (refused before it is decoded where the header tells the length).
 
     `tmpdir`: where the temporary 16 kHz float32 file goes when one is needed (default: the
     system's temporary folder); it takes 4 bytes a sample (~0.7 GB for 3 hours).
     """
     path = Path(path)
+    limit = None if max_duration is None else int(max_duration * SAMPLE_RATE)
     layout = _native_layout(path)
     if layout is None:
-        return _from_ffmpeg(path, tmpdir)
+        return _from_ffmpeg(path, tmpdir, limit)
+    if limit is not None and layout.frames > max_duration * layout.rate:
+        raise _too_long(path, max_duration)
     if layout.rate == SAMPLE_RATE:
         return _from_wav(path, layout)
     return _from_resampled_wav(path, layout, tmpdir)
+
+
+def _too_long(path: Path, max_duration: float) -> AudioError:
+    return AudioError(f"{path} is longer than --max_duration ({max_duration:g} s)")
 
 
 def pad_or_trim(array: np.ndarray, length: int = N_SAMPLES) -> np.ndarray:
@@ -119,10 +129,16 @@ class AudioStream:
 
 def _native_layout(path: Path) -> WavLayout | None:
     """Checks that `path` is decodable: its WAV layout to decode natively, or None for ffmpeg."""
-    if not path.exists():
-        raise AudioError(f"audio file not found: {path}")
-    if path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AudioError(f"audio file not found: {path}") from None
+    except OSError as e:
+        raise AudioError(f"cannot open audio {path}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
         raise AudioError(f"audio path is a directory: {path}")
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block, or never end
+        raise AudioError(f"audio path is not a regular file: {path}")
     if is_wav(path):
         try:
             return wav_layout(path)
@@ -156,7 +172,7 @@ def _from_resampled_wav(path: Path, layout: WavLayout, tmpdir: str | Path | None
     return _from_temp(path, tmp, n)
 
 
-def _from_ffmpeg(path: Path, tmpdir: str | Path | None) -> AudioStream:
+def _from_ffmpeg(path: Path, tmpdir: str | Path | None, limit: int | None = None) -> AudioStream:
     tmp = tempfile.TemporaryFile(dir=tmpdir)
     err = tempfile.TemporaryFile(dir=tmpdir)  # a file, not a pipe: ffmpeg's log never blocks it
     n, carry = 0, b""
@@ -170,6 +186,8 @@ def _from_ffmpeg(path: Path, tmpdir: str | Path | None) -> AudioStream:
                 samples = np.frombuffer(chunk, np.int16, count=whole // 2).astype(np.float32) / 32768.0
                 tmp.write(samples.tobytes())
                 n += len(samples)
+                if limit is not None and n > limit:
+                    raise _too_long(path, limit / SAMPLE_RATE)
             returncode = proc.wait()
         finally:
             if proc.poll() is None:
@@ -206,8 +224,10 @@ def _from_temp(path: Path, tmp: BinaryIO, n: int) -> AudioStream:
 
 
 def _ffmpeg_cmd(path: Path) -> list[str]:
-    # The same invocation as openai-whisper's load_audio, so non-WAV input decodes identically.
-    return ["ffmpeg", "-nostdin", "-threads", "0", "-i", str(path), "-f", "s16le", "-ac", "1",
+    # The same invocation as openai-whisper's load_audio, so non-WAV input decodes identically;
+    # but the input is named with the file: protocol, so that no file name ("concat:...",
+    # "http://...", "-") is read as another protocol or as standard input.
+    return ["ffmpeg", "-nostdin", "-threads", "0", "-i", f"file:{path}", "-f", "s16le", "-ac", "1",
             "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE), "-"]
 
 

@@ -374,6 +374,9 @@ class DecodingTask:
         tokens, sum_logprobs, no_speech = tokens[rows], sum_logprobs[rows], no_speech[rows]
         n = self.n_group
         candidates, scores = sampler.finalize(tokens.reshape(n_audio, n, -1), sum_logprobs.reshape(n_audio, n))
+        if any(score != score for row in scores for score in row) or np.isnan(no_speech).any():
+            # Only weights that are not numbers make a log-probability NaN: no transcript, not a wrong one.
+            raise MxwError("the model computed NaN log-probabilities: the bundle's weights are corrupt")
         results = []
         for i in range(n_audio):
             texts = [c[self.sample_begin : c.index(special.eot, self.sample_begin)] for c in candidates[i]]

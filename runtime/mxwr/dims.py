@@ -43,6 +43,38 @@ class ModelDims:
     def text_head_width(self) -> int:
         return self.n_text_state // self.n_text_head
 
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """openai-whisper's state dict for these dimensions, name -> shape: the weights a bundle
+        holds and its graphs are traced for (a checkpoint's tensors are checked against it)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def block(prefix: str, n: int, cross: bool) -> None:
+            attentions = ("attn", "cross_attn") if cross else ("attn",)
+            for attn in attentions:
+                shapes.update({f"{prefix}.{attn}_ln.weight": (n,), f"{prefix}.{attn}_ln.bias": (n,)})
+                for proj in ("query", "key", "value", "out"):
+                    shapes[f"{prefix}.{attn}.{proj}.weight"] = (n, n)
+                    if proj != "key":  # openai-whisper's key projection has no bias
+                        shapes[f"{prefix}.{attn}.{proj}.bias"] = (n,)
+            shapes.update({f"{prefix}.mlp_ln.weight": (n,), f"{prefix}.mlp_ln.bias": (n,),
+                           f"{prefix}.mlp.0.weight": (4 * n, n), f"{prefix}.mlp.0.bias": (4 * n,),
+                           f"{prefix}.mlp.2.weight": (n, 4 * n), f"{prefix}.mlp.2.bias": (n,)})
+
+        n = self.n_audio_state
+        shapes.update({"encoder.conv1.weight": (n, self.n_mels, 3), "encoder.conv1.bias": (n,),
+                       "encoder.conv2.weight": (n, n, 3), "encoder.conv2.bias": (n,),
+                       "encoder.positional_embedding": (self.n_audio_ctx, n)})
+        for i in range(self.n_audio_layer):
+            block(f"encoder.blocks.{i}", n, cross=False)
+        shapes.update({"encoder.ln_post.weight": (n,), "encoder.ln_post.bias": (n,)})
+        n = self.n_text_state
+        shapes.update({"decoder.token_embedding.weight": (self.n_vocab, n),
+                       "decoder.positional_embedding": (self.n_text_ctx, n)})
+        for i in range(self.n_text_layer):
+            block(f"decoder.blocks.{i}", n, cross=True)
+        shapes.update({"decoder.ln.weight": (n,), "decoder.ln.bias": (n,)})
+        return shapes
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 

@@ -25,7 +25,8 @@ from .errors import BundleError, MxwError
 from .graphspec import SPECS, cache_names
 from .manifest import GraphEntry, Target
 from .replay import Const, Fixed, ReplayedGraph
-from .targets import open_device, select_target
+from .targets import check_max_version, open_device, select_target
+from .validate import check_frontend
 
 REPLAY_MODES = ("auto", "off", "emulate")
 
@@ -111,6 +112,7 @@ class WhisperModel:
         if device != "cpu":  # before MAX opens a GPU: it sizes its graph memory pool then
             gpu_memory.reserve_for(m)
         self.target: Target = select_target(m.targets, device)
+        check_max_version(m.producer.max_version, bundle.path)
         self.device = open_device(self.target)
 
         # Read-only views into the mapping; the reader outlives the models (self.bundle).
@@ -121,6 +123,7 @@ class WhisperModel:
         # The front end's constants (mel filterbank, STFT basis) are float32 in every target.
         frontend = bundle.read_tensors(m.audio.mel_filters_section)
         self.mel_filters = np.asarray(frontend["mel_filters"])
+        check_frontend(frontend, bundle.path)
         weights = {**weights, **frontend}
         devices = [self.device] if isinstance(self.device, CPU) else [self.device, CPU()]
         session = engine.InferenceSession(devices=devices)

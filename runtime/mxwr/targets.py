@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .errors import MxwError
+from .errors import BundleError, MxwError
 from .manifest import Target
 
 
@@ -60,3 +60,18 @@ def select_target(targets: Sequence[Target], device: str = "auto", offered: list
         if t.name == "cpu":
             return t
     raise no_target("no usable target")
+
+
+def check_max_version(compiled_with: str, path: object) -> None:
+    """A MEF loads only into the MAX that compiled it: checked before one is handed to MAX."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("max")
+    except PackageNotFoundError:
+        installed = "none"
+    if installed != compiled_with:
+        raise BundleError(
+            f"{path} was compiled with MAX {compiled_with[:40]}, but this runtime has MAX {installed}: "
+            f"install max=={compiled_with[:40]} beside it, or rebuild the bundle with this MAX"
+        )

@@ -7,9 +7,16 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .bundle import BundleReader
-from .errors import BundleError
+from .errors import BundleError, MxwError
 from .manifest import SPECIAL_IDS
+from .validate import check_vocabulary
 from .vocab import Vocabulary
+
+
+# openai-whisper's names of the special tokens (its tokenizer's `specials`), by manifest field.
+SPECIAL_TEXTS = {"sot": "<|startoftranscript|>", "eot": "<|endoftext|>", "sot_prev": "<|startofprev|>",
+                 "sot_lm": "<|startoflm|>", "no_timestamps": "<|notimestamps|>", "timestamp_begin": "<|0.00|>",
+                 "transcribe": "<|transcribe|>", "translate": "<|translate|>", "no_speech": "<|nospeech|>"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,11 @@ class SpecialTokens:
 
         tiktoken's BPE over the bundle's own vocabulary: no tokenizer file is read or fetched.
         """
-        return self._encoding.encode(text)
+        try:
+            return self._encoding.encode(text)
+        except ValueError:  # tiktoken's refusal of a special token's text, as openai-whisper's encode refuses it
+            raise MxwError("cannot encode the prompt: it holds the text of a special token (such as "
+                           "<|endoftext|>)") from None
 
     @cached_property
     def _encoding(self):
@@ -44,10 +55,15 @@ class SpecialTokens:
         import tiktoken
 
         pieces, n = self.vocab.pieces, self.n_mergeable
-        return tiktoken.Encoding(
-            name="mxw", pat_str=self.pattern, mergeable_ranks={pieces[i]: i for i in range(n)},
-            special_tokens={pieces[i].decode("utf-8", "replace"): i for i in range(n, len(pieces))},
-        )
+        if any(not p for p in pieces[n:]):  # an empty special token would be found in every text
+            raise BundleError("bundle vocabulary has a special token without text")
+        try:
+            return tiktoken.Encoding(
+                name="mxw", pat_str=self.pattern, mergeable_ranks={pieces[i]: i for i in range(n)},
+                special_tokens={pieces[i].decode("utf-8", "replace"): i for i in range(n, len(pieces))},
+            )
+        except Exception as e:  # tiktoken's own types; a vocabulary it refuses is a corrupt bundle
+            raise BundleError(f"bundle vocabulary does not make a tokenizer ({type(e).__name__}: {e})") from None
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
         """openai-whisper's `Tokenizer.sot_sequence` (without the no-timestamps token)."""
@@ -58,10 +74,14 @@ class SpecialTokens:
     @classmethod
     def from_bundle(cls, bundle: BundleReader) -> "SpecialTokens":
         t = bundle.manifest.tokenizer  # ids checked against the vocabulary size when read
-        pieces = bundle.read_msgpack(t.vocabulary_section)
-        if not isinstance(pieces, list) or not t.n_mergeable <= len(pieces) <= bundle.manifest.dims.n_vocab:
-            raise BundleError("bundle vocabulary is malformed")
+        pieces = check_vocabulary(bundle.read_msgpack(t.vocabulary_section), t.n_mergeable, bundle.manifest.dims.n_vocab)
         special = t.special
+        # The vocabulary holds special tokens as their text: each id must name its token there (an
+        # id moved to a neighbour would decode with another token's meaning, silently).
+        named = [(i, SPECIAL_TEXTS[k]) for k, i in special.items() if i is not None]
+        named += [(i, f"<|{code}|>") for code, i in t.languages.items()]
+        if any(i >= len(pieces) or pieces[i] != text.encode() for i, text in named):
+            raise BundleError("bundle manifest's special token ids do not name those tokens in its vocabulary")
         return cls(**{k: special[k] for k in SPECIAL_IDS}, no_speech=special["no_speech"], languages=t.languages,
                    non_speech=t.non_speech_tokens, blank=t.blank_tokens, multilingual=t.multilingual,
                    vocab=Vocabulary(pieces, special["timestamp_begin"]), pattern=t.pattern, n_mergeable=t.n_mergeable)

@@ -3,6 +3,16 @@
 `wav_layout(path)` reads the headers only; `WavLayout.read_mono(f, start, stop)` decodes a range of
 frames, so a file is never read whole. Samples are float32 in [-1, 1), channels averaged, at the
 file's own rate.
+
+Each channel is first brought to the 16-bit grid as ffmpeg's conversion to `s16le` (openai-whisper's
+`load_audio`) brings it: wider PCM keeps its top 16 bits, floats are scaled by 2^15, rounded to
+nearest even and saturated. So a mono WAV of any encoding reads as openai-whisper reads it, sample
+for sample — non-finite floats included, since one NaN must not change a transcript: ffmpeg's
+x86-64 conversion of 32-bit floats (SSE2 `cvtps2dq`, then saturation to 16 bits) makes NaN, ±inf and
+anything beyond ±2^16 the most negative sample, -1; 64-bit floats go through C's `lrint` and an
+int conversion, which makes a non-finite one 0. (In the last n mod 16
+samples of a file ffmpeg's scalar loop makes a non-finite 32-bit float 0; that millisecond is
+not reproduced.)
 """
 
 from __future__ import annotations
@@ -17,6 +27,9 @@ import numpy as np
 from .errors import AudioError
 
 _PCM, _FLOAT, _EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
+# Sample rates read natively; outside them a header is taken as corrupt, not resampled: a header
+# claiming 1 Hz would turn each byte into 16,000 samples.
+MIN_RATE, MAX_RATE = 1_000, 768_000
 
 
 class UnsupportedWav(Exception):
@@ -58,12 +71,18 @@ class WavLayout:
         if self.tag == _PCM and self.bits == 8:
             return (raw[..., 0].astype(np.float32) - 128.0) / 128.0
         if self.tag == _PCM:
-            # Sign-extend each little-endian sample into an int32, then scale by the full range.
-            padded = np.zeros((frames, channels, 4), dtype=np.uint8)
-            padded[..., 4 - width :] = raw
-            samples = padded.view("<i4")[..., 0].astype(np.float64) / 2147483648.0
-            return samples.astype(np.float32)
-        return raw.copy().view("<f4" if self.bits == 32 else "<f8")[..., 0].astype(np.float32)
+            # The top two bytes of each little-endian sample: the 16-bit sample ffmpeg keeps.
+            top = np.ascontiguousarray(raw[..., width - 2 :]).view("<i2")[..., 0]
+            return top.astype(np.float32) / 32768.0
+        floats = raw.copy().view("<f4" if self.bits == 32 else "<f8")[..., 0]
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.rint(floats * 32768.0)
+            if self.bits == 32:  # cvtps2dq: NaN, ±inf and whatever int32 cannot hold become INT32_MIN
+                ints = np.where(np.abs(scaled) < 2.0**31, scaled, -(2.0**31))
+            else:  # lrint to a 64-bit long (INT64_MIN when it cannot), then kept as a 32-bit int
+                wide = np.where(np.abs(scaled) < 2.0**63, scaled, 0.0).astype(np.int64)
+                ints = wide.astype(np.int32)  # the low 32 bits, as C's conversion keeps them
+        return np.clip(ints, -32768, 32767).astype(np.float32) / 32768.0
 
 
 def wav_layout(path: Path) -> WavLayout:
@@ -87,8 +106,11 @@ def wav_layout(path: Path) -> WavLayout:
     tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", fmt)
     if tag == _EXTENSIBLE and len(fmt) >= 26:
         tag = struct.unpack_from("<H", fmt, 24)[0]  # first two bytes of the sub-format GUID
-    if channels == 0 or rate == 0 or block_align == 0:
-        raise AudioError(f"cannot decode {path}: WAV header has zero channels, rate or block size")
+    if channels == 0 or block_align == 0:
+        raise AudioError(f"cannot decode {path}: WAV header has zero channels or block size")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"cannot decode {path}: WAV sample rate {rate} Hz is outside "
+                         f"{MIN_RATE}-{MAX_RATE} Hz")
     if not ((tag == _PCM and bits in (8, 16, 24, 32)) or (tag == _FLOAT and bits in (32, 64))):
         raise UnsupportedWav(f"WAV encoding {tag:#06x} with {bits} bits is not decoded natively")
     if block_align < channels * (bits // 8):
