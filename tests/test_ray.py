@@ -7,10 +7,43 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from support import CLIPS, DEV, assert_one_line_error, assert_same_result, run_cli
+
+
+def in_fresh_python(code: str, *args: str) -> object:
+    """Runs `code` in a new interpreter and returns what it prints as JSON: pyarrow (under Ray
+    Data) crashes in a process that has loaded torch and MAX, as the test process has."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+READ_PARQUET = """
+import json, sys
+import pyarrow.parquet as pq
+print(json.dumps(pq.read_table(sys.argv[1]).to_pylist()))
+"""
+
+TRANSCRIBE_DATASET = """
+import json, sys
+import ray
+from mxwr.ray import transcribe_dataset
+
+folder, bundle, out = sys.argv[1:]
+ray.init(address="local", num_cpus=2, include_dashboard=False)
+try:
+    files = ray.data.read_binary_files(folder, include_paths=True)
+    results = transcribe_dataset(files, bundle, actors=1).materialize()
+    results.write_json(out)
+    print(json.dumps(results.take_all()))
+finally:
+    ray.shutdown()
+"""
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +56,10 @@ def mxwr_run(tiny_bundle) -> dict[str, dict]:
 
 
 def test_cluster_gives_mxwr_run_transcripts(tiny_bundle, mxwr_run, tmp_path):
-    import pyarrow.parquet as pq
-
     out = tmp_path / "results"
     proc = run_cli("mxwr", "cluster", str(tiny_bundle), str(DEV), "--output_dir", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr
-    rows = pq.read_table(out).to_pylist()
+    rows = in_fresh_python(READ_PARQUET, str(out))
     assert sorted(r["path"] for r in rows) == sorted(str(c) for c in CLIPS)  # the folder's audio, once each
     for row in rows:
         expected = mxwr_run[row["path"].rsplit("/", 1)[-1]]
@@ -45,24 +76,14 @@ def test_cluster_gives_mxwr_run_transcripts(tiny_bundle, mxwr_run, tmp_path):
 def test_transcribe_dataset_from_bytes(tiny_bundle, mxwr_run, tmp_path):
     """A dataset of the files' contents (as from any filesystem Ray Data reads); an unreadable one
     fails alone, and JSONL holds the same rows."""
-    import ray
-
-    from mxwr.ray import transcribe_dataset
-
     folder = tmp_path / "in"
     folder.mkdir()
     names = ["jfk.flac", "sr_english_one_two_three.wav", "ls_tc_1089-134686-0001.wav"]
     for name in names:
         shutil.copy(DEV / name, folder)
     (folder / "broken.wav").write_bytes(b"not a wav")
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    try:
-        files = ray.data.read_binary_files(str(folder), include_paths=True)
-        results = transcribe_dataset(files, tiny_bundle, actors=1).materialize()
-        results.write_json(str(tmp_path / "jsonl"))
-        rows = {r["path"].rsplit("/", 1)[-1]: r for r in results.take_all()}
-    finally:
-        ray.shutdown()
+    taken = in_fresh_python(TRANSCRIBE_DATASET, str(folder), str(tiny_bundle), str(tmp_path / "jsonl"))
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in taken}
     assert set(rows) == {*names, "broken.wav"}
     assert rows["broken.wav"]["error"].startswith("cannot decode") and str(folder / "broken.wav") in rows["broken.wav"]["error"]
     assert rows["broken.wav"]["text"] is None and "bytes" not in rows["broken.wav"]
