@@ -85,6 +85,10 @@ class Choices:
     def chance(self, one_in: int) -> bool:
         return self.below(one_in) == 0
 
+    def other(self, old: Any, options) -> Any:
+        """One of `options` that is not `old` (a mutation that changes nothing is a wasted case)."""
+        return self.pick([o for o in options if o != old] or list(options))
+
     def weighted(self, table: list[tuple[int, Any]]) -> Any:
         k = self.below(sum(w for w, _ in table))
         for w, value in table:
@@ -421,11 +425,11 @@ def tensor_entry(p: Pristine, c: Choices) -> Mutant:
     section = c.pick([s for s in tree["sections"] if s.get("tensors")])
     entries = section["tensors"]
     entry = c.pick(entries)
-    other = c.pick(entries)
+    other = c.other(entry, entries)
     key = c.pick(("name", "dtype", "shape", "offset", "nbytes"))
     old = entry[key]
     item = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4}.get(entry["dtype"], 4)
-    new = c.pick({  # lambdas: only the chosen field's options are computed (they need its type)
+    new = c.other(old, {  # lambdas: only the chosen field's options are computed (they need its type)
         "name": lambda: (other["name"], entry["name"] + "x", "", "A" * 300, 7),
         "dtype": lambda: ("float16", "bfloat16", "int32", "int64", "float64", "float32", None),
         "shape": lambda: (old[::-1], old + [1], [1] + old, old[:-1], [n * 2 for n in old], [0], [],
@@ -450,15 +454,16 @@ def graph_port(p: Pristine, c: Choices) -> Mutant:
     graph = target["graphs"][role]
     side = c.pick([k for k in ("inputs", "outputs") if graph[k]])
     ports = graph[side]
-    i, j = c.below(len(ports)), c.below(len(ports))
-    key = c.pick(("shape", "dtype", "kind", "device", "name", "swap"))
+    i = c.below(len(ports))
+    j = c.other(i, range(len(ports)))
+    key = c.pick(("shape", "dtype", "kind", "device", "name") + (("swap",) if len(ports) > 1 else ()))
     port = ports[i]
     if key == "swap":
         ports[i], ports[j] = ports[j], ports[i]
         detail = f"ports {i} and {j} swapped"
     else:
         old = port[key]
-        port[key] = c.pick({
+        port[key] = c.other(old, {
             "shape": lambda: ([n + 1 for n in old[:1]] + old[1:], old[::-1], old + [1], old[:-1],
                               [1 << 40] * len(old)),
             "dtype": lambda: ("float16", "int32", "int64", "float32", "bool"),
@@ -767,7 +772,9 @@ def judge_bundle(path: Path, m: Mutant, p: Pristine, pristine_view: str, seconds
         return Verdict("failure", f"{where}: {e}", "hang")
     except MemoryError:
         return Verdict("failure", f"{where}: an allocation of more than 4 GiB", "traceback")
-    except Exception as e:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # BaseException: a Rust library's panic (pyo3's PanicException) is one
         return Verdict("failure", f"{where}: {_traceback(e)}", "traceback")
     if refused is not None:
         problem = _message_problem(refused, path)
@@ -1085,7 +1092,9 @@ def judge_audio(path: Path, m: AudioMutant, originals: dict[str, np.ndarray], se
         return Verdict("failure", str(e), "hang")
     except MemoryError:
         return Verdict("failure", "an allocation of more than 4 GiB", "traceback")
-    except Exception as e:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:
         return Verdict("failure", _traceback(e), "traceback")
     if not (isinstance(samples, np.ndarray) and samples.dtype == np.float32 and samples.ndim == 1):
         return Verdict("failure", f"samples of type {type(samples).__name__}", "bad-samples")

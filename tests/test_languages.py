@@ -119,3 +119,24 @@ def test_large_v3_tokenizer_has_cantonese(large_v3_like):
         tok.transcribe, tok.translate, tok.no_timestamps, tok.timestamp_begin)
     assert special.encode(" Guten Tag") == tok.encode(" Guten Tag")
     assert np.array_equal(special.non_speech, tok.non_speech_tokens)
+
+
+@pytest.mark.parametrize("multilingual", [False, True], ids=["en", "multilingual"])
+def test_suppressed_sets_are_derived_as_openai_whisper_derives_them(tiny_bundle, large_v3_like, multilingual):
+    """The reader derives `non_speech_tokens` and the blank token itself (in pure Python) to check
+    the manifest's; its byte-pair merge must be tiktoken's on every run of symbols."""
+    import random
+
+    from whisper.tokenizer import get_tokenizer
+
+    from mxwr.bundle import BundleReader
+    from mxwr.tokens import SpecialTokens
+
+    tok = get_tokenizer(multilingual, num_languages=100)
+    with BundleReader(large_v3_like if multilingual else tiny_bundle) as reader:
+        special = SpecialTokens.from_bundle(reader)
+    assert special._non_speech_of_vocabulary() == tuple(tok.non_speech_tokens)
+    symbols, rng = '"#()*+/:;<=>@[\\]^_`{|}~「」『』-\'!?.,♩♪♫♬♭♮♯', random.Random(0)
+    for _ in range(3000):
+        text = rng.choice(("", " ")) + "".join(rng.choices(symbols, k=rng.randint(1, 6)))
+        assert list(special._symbol(text)) == tok.encode(text), text
