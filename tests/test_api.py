@@ -35,6 +35,25 @@ def test_word_timestamps_equal_openai_whisper(model, reference_model):
                        reference(reference_model, JFK, word_timestamps=True), words=True)
 
 
+def test_graphs_a_run_may_not_use_load_when_first_run(tiny_bundle, reference_model):
+    """On the CPU the front end (numpy computes log-mel) and word timestamps' align graph load
+    on first use; every section of the target is still verified at load (on a thread, while
+    MAX imports), and the answers are openai-whisper's."""
+    from mxwr.transcribe import Transcriber
+
+    t = Transcriber(tiny_bundle, device="cpu")
+    try:
+        target = t.model.target
+        assert set(t.model._graphs) == {"encoder", "prefill", "step"}
+        assert t.model.has("align") and t.model.has("frontend") and not t.model.has("reorder")
+        assert {target.weights_section, *(e.section for e in target.graphs.values())} <= t.bundle._verified
+        assert_same_result(t.transcribe(JFK, word_timestamps=True),
+                           reference(reference_model, JFK, word_timestamps=True), words=True)
+        assert "align" in t.model._graphs and "frontend" not in t.model._graphs
+    finally:
+        t.bundle.close()
+
+
 def test_path_bytes_and_samples_give_the_same_result(model, reference_model):
     """A float32 array is what openai-whisper's load_audio gives; its transcribe() on that array
     is the reference too."""

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import msgpack
@@ -18,6 +17,7 @@ import numpy as np
 from mxwr.bundle import BundleWriter
 from mxwr.dims import Shape
 from mxwr.graphspec import Layout
+from mxwr.targets import max_version
 from mxwr.manifest import (FORMAT_MAJOR, FORMAT_MINOR, MAX_NAME, Audio, GraphEntry, Host, Manifest, ModelInfo,
                            Producer, Target, Tokenizer)
 
@@ -178,7 +178,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             path = writer.finish(Manifest(
                 format_version=(FORMAT_MAJOR, FORMAT_MINOR),
-                producer=Producer("mxwc", __version__, version("max"), created, build_host()),
+                producer=Producer("mxwc", __version__, max_version(), created, build_host()),
                 model=ModelInfo(weights.name, weights.source, digest),
                 dims=dims,
                 shape=shape,

@@ -68,7 +68,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     ref_mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=dims.n_mels)
     mel = t.mel(audio)
     rows.append(Row("mel", "max |diff|", float(np.abs(mel - ref_mel.numpy()).max()), MEL_MAX_ABS))
-    if t.model.frontend is not None:
+    if t.model.has("frontend"):
         windows = np.repeat(whisper.pad_or_trim(audio)[None], t.model.batch, axis=0)
         device_mel = t.model.log_mel(windows).to_numpy()[0]
         rows.append(Row("frontend", "device log-mel max |diff|", float(np.abs(device_mel - ref_mel.numpy()).max()), MEL_MAX_ABS))
@@ -113,7 +113,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
         worst = max(worst, float(np.abs(logits - ref_logits[pos]).max()))
     rows.append(Row("step", f"logits max |diff| over {len(sequence) - len(prompt)} steps", worst, LOGITS_MAX_ABS))
 
-    if t.model.align_graph is not None:
+    if t.model.has("align"):
         rows += _align_rows(t, ref, ctx, ref_features, sequence + [special.eot], len(prompt) - 1)
 
     # End to end: the tokens of our own greedy loop on our own mel.

@@ -19,6 +19,7 @@ import mmap
 import os
 import stat
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -224,13 +225,14 @@ class BundleReader:
             raise BundleError(f"{self.path} is not an mxw bundle (only {size} bytes)")
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.size = size
+        self._verified: set[str] = set()
+        self._ahead: dict[str, tuple[threading.Event, list[str]]] = {}  # name -> (done, [its sha256])
         try:
             self.manifest = self._read_manifest()
         except BundleError:
             self.close()
             raise
         self._sections = {s.name: s for s in self.manifest.sections}
-        self._verified: set[str] = set()
         self.header = bytes(self._map[:HEADER_SIZE])  # what a signature covers (with its own block's prefix)
         try:
             self.signature = self._read_signature()
@@ -303,11 +305,39 @@ class BundleReader:
         except KeyError:
             raise BundleError(f"{self.path} has no section {name!r}") from None
 
+    def verify_ahead(self, names: list[str]) -> None:
+        """Starts hashing these sections on a thread (hashlib releases the GIL on large buffers),
+        so that their checksums are computed while the caller goes on (a model's load imports
+        MAX meanwhile); reading one waits for its digest and compares it as always."""
+        todo = [(n, self.section(n)) for n in dict.fromkeys(names) if n not in self._verified and n not in self._ahead]
+        if not todo:
+            return
+        jobs = [(s, *self._ahead.setdefault(n, (threading.Event(), []))) for n, s in todo]
+
+        def hash_all() -> None:
+            for s, done, digest in jobs:
+                try:
+                    with memoryview(self._map) as whole, whole[s.offset : s.end] as view:
+                        digest.append(hashlib.sha256(view).hexdigest())
+                finally:
+                    done.set()
+
+        threading.Thread(target=hash_all, name="mxwr-verify", daemon=True).start()
+
+    def _digest(self, name: str, view: memoryview) -> str:
+        ahead = self._ahead.pop(name, None)
+        if ahead is not None:
+            done, digest = ahead
+            done.wait()
+            if digest:
+                return digest[0]
+        return hashlib.sha256(view).hexdigest()
+
     def _raw(self, name: str) -> memoryview:
         s = self.section(name)
         view = memoryview(self._map)[s.offset : s.end]
         if name not in self._verified:
-            if hashlib.sha256(view).hexdigest() != s.sha256:
+            if self._digest(name, view) != s.sha256:
                 raise BundleError(f"{self.path} is corrupt: section {name!r} checksum mismatch")
             self._verified.add(name)
         return view
@@ -379,6 +409,8 @@ class BundleReader:
             raise BundleError(problems[0])
 
     def close(self) -> None:
+        for done, _ in list(self._ahead.values()):  # a hash still running holds a view of the map
+            done.wait()
         # Views handed out keep the mapping alive; closing then is left to the garbage collector.
         try:
             self._map.close()

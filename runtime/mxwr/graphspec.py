@@ -2,11 +2,11 @@
 
 As MAX's pipelines keep a `GraphSpec`, this module is the only place that says which graphs a
 bundle holds, the names, order, types and shapes of their inputs and outputs, which of them our
-own kernels serve and which GPU runtimes replay. The compiler traces each graph from its spec and
-names its inputs and outputs by it (`mxwc.graphs`), the manifest records the traced signature and
-is checked against the spec when read (`mxwr.manifest`), and the runtime passes inputs and reads
-outputs by name (`mxwr.model`). A new input is one `Port` here, then used by name where it is
-made and where it is read.
+own kernels serve, which GPU runtimes replay and which a run may never use (loaded on demand).
+The compiler traces each graph from its spec and names its inputs and outputs by it
+(`mxwc.graphs`), the manifest records the traced signature and is checked against the spec when
+read (`mxwr.manifest`), and the runtime passes inputs and reads outputs by name (`mxwr.model`).
+A new input is one `Port` here, then used by name where it is made and where it is read.
 
 A target's `Layout` is here too: the shapes of cross K/V depend on it.
 """
@@ -142,6 +142,7 @@ class GraphSpec:
     present: Callable[[Shape, bool], bool] = lambda shape, word_timestamps: True
     replayed: bool = True  # GPU runtimes record it once as a device graph and replay it
     kernels: bool = False  # may call our own kernels, where the layout has them
+    on_demand: bool = False  # not every run uses it: where graphs are not replayed, loaded when first run
 
     def signature(self, g: Geometry) -> tuple[list[Port], list[Port]]:
         return self.inputs(g), self.outputs(g)
@@ -155,6 +156,7 @@ SPECS: dict[str, GraphSpec] = {
             "frontend",
             inputs=lambda g: [Port("padded_audio", "float32", (g.shape.batch, N_SAMPLES + N_FFT))],
             outputs=lambda g: [Port("mel", "float32", (g.shape.batch, g.dims.n_mels, N_FRAMES))],
+            on_demand=True,  # the CPU computes log-mel in numpy
         ),
         GraphSpec(
             "encoder",
@@ -197,6 +199,7 @@ SPECS: dict[str, GraphSpec] = {
             inputs=lambda g: [Port("source_rows", "int64", (g.shape.rows,)), *_caches(g)],
             outputs=lambda g: [],
             present=lambda shape, word_timestamps: shape.group > 1,
+            on_demand=True,  # beam search only
         ),
         # Word timestamps: a whole sequence -> the alignment heads' cross-attention scores and
         # each next token's probability. Run once per window, so never recorded.
@@ -210,6 +213,7 @@ SPECS: dict[str, GraphSpec] = {
             ],
             present=lambda shape, word_timestamps: word_timestamps,
             replayed=False,
+            on_demand=True,
         ),
     )
 }

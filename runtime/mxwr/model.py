@@ -101,10 +101,13 @@ class WhisperModel:
         """`replay`: `auto` runs the graphs as replayed device graphs on GPU targets and directly
         on the CPU; `off` never replays; `emulate` keeps replay's bookkeeping on any device (by
         executing) so that CPU tests exercise the GPU path."""
+        m = bundle.manifest  # validated when read: dims, shape and signatures agree
+        if len(m.targets) == 1:  # which target loads is known before MAX is imported to choose
+            t = m.targets[0]
+            bundle.verify_ahead([t.weights_section, m.audio.mel_filters_section, *(e.section for e in t.graphs.values())])
         from max import engine
         from max.driver import CPU
 
-        m = bundle.manifest  # validated when read: dims, shape and signatures agree
         self.dims, self.shape = m.dims, m.shape
         self.batch, self.max_seq, self.prompt_len, self.group = (
             m.shape.batch, m.shape.max_seq, m.shape.prompt_len, m.shape.group)
@@ -126,28 +129,24 @@ class WhisperModel:
         check_frontend(frontend, bundle.path)
         weights = {**weights, **frontend}
         devices = [self.device] if isinstance(self.device, CPU) else [self.device, CPU()]
-        session = engine.InferenceSession(devices=devices)
-        graphs = {}
-        for role, entry in self.target.graphs.items():
-            try:
-                compiled = engine.read(io.BytesIO(bundle.read_bytes(entry.section)))
-                graphs[role] = session.init(compiled, weights_registry=weights)
-            except MxwError:
-                raise
-            except Exception as e:  # MAX reports load failures as RuntimeError/ValueError
-                raise BundleError(f"cannot load the {role} graph of {bundle.path}: {_first_line(e)}") from None
-            _check_signature(entry, graphs[role])
-        self._graphs = graphs
-        self.frontend = graphs.get("frontend")
-        self.align_graph = graphs.get("align")
-        self.alignment_heads = list(m.alignment_heads) if m.alignment_heads is not None else None
-
+        self._session, self._weights = engine.InferenceSession(devices=devices), weights
         if replay not in REPLAY_MODES:
             raise MxwError(f"unknown replay mode {replay!r}: use {', '.join(REPLAY_MODES)}")
         self.replaying = replay == "emulate" or (replay == "auto" and self.target.is_gpu)
+        # Replaying records every graph up front; otherwise a graph a run may never ask for (the
+        # front end where numpy computes log-mel, word timestamps' align, beam search's reorder)
+        # is loaded when first run.
+        self._graphs: dict[str, Any] = {}
+        for role, entry in self.target.graphs.items():
+            if self.replaying or not SPECS[role].on_demand:
+                self._load(role)
+            else:  # a corrupt graph is refused now all the same, not in the middle of a run
+                bundle.read_bytes(entry.section)
+        self.alignment_heads = list(m.alignment_heads) if m.alignment_heads is not None else None
+
         self._replayed = {
             role: ReplayedGraph(role, graph, self.device, emulate=replay == "emulate")
-            for role, graph in graphs.items() if self.replaying and SPECS[role].replayed
+            for role, graph in self._graphs.items() if self.replaying and SPECS[role].replayed
         }
         self._cache: KVCache | None = None  # replaying: the one cache the recordings write
         self._masks: dict[frozenset[int], Any] = {}
@@ -157,6 +156,25 @@ class WhisperModel:
         self._positions = self._to_device(np.arange(self.max_seq, dtype=np.int64)) if self.replaying else None
         self._staging: dict[tuple[Any, int], Any] = {}  # (slot, output) -> pinned host buffer
         self._audio, self._audio_sent = None, None  # pinned audio for the front end, its copy's event
+
+    def has(self, role: str) -> bool:
+        """Whether the bundle holds this graph (loaded or not yet)."""
+        return role in self.target.graphs
+
+    def _load(self, role: str) -> Any:
+        from max import engine
+
+        entry = self.target.graphs[role]
+        try:
+            compiled = engine.read(io.BytesIO(self.bundle.read_bytes(entry.section)))
+            graph = self._session.init(compiled, weights_registry=self._weights)
+        except MxwError:
+            raise
+        except Exception as e:  # MAX reports load failures as RuntimeError/ValueError
+            raise BundleError(f"cannot load the {role} graph of {self.bundle.path}: {_first_line(e)}") from None
+        _check_signature(entry, graph)
+        self._graphs[role] = graph
+        return graph
 
     # -- graphs ------------------------------------------------------------------------------
 
@@ -280,7 +298,7 @@ class WhisperModel:
     def align(self, ctx: AudioContext, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """A whole sequence (window 0 of ctx) -> (alignment heads' cross-attention scores
         [n_heads, T, n_audio_ctx], probability of each next token [T]) for its T positions."""
-        if self.align_graph is None:
+        if not self.has("align"):
             raise MxwError("this bundle was built without word timestamps (mxwc build --word-timestamps)")
         if len(tokens) > self.max_seq:
             raise MxwError(f"{len(tokens)} tokens do not fit the bundle's max_seq {self.max_seq}")
@@ -321,8 +339,9 @@ class WhisperModel:
         if replayed is not None:
             return entry.name_outputs(replayed(key, inputs))
         plain = [v.buffer if isinstance(v, (Fixed, Const)) else v for v in inputs]
+        graph = self._graphs.get(role) or self._load(role)
         return entry.name_outputs(
-            self._graphs[role].execute(*[self._to_device(v) if isinstance(v, np.ndarray) else v for v in plain]))
+            graph.execute(*[self._to_device(v) if isinstance(v, np.ndarray) else v for v in plain]))
 
     def _check_current(self, ctx: AudioContext) -> None:
         if self.replaying and ctx.generation != self._generation:

@@ -62,14 +62,26 @@ def select_target(targets: Sequence[Target], device: str = "auto", offered: list
     raise no_target("no usable target")
 
 
+def max_version() -> str:
+    """The installed MAX's version, as the bundle's `producer.max_version` records it ("none"
+    without MAX). MAX's own library states it; the package metadata (a scan of site-packages,
+    tens of ms at every start) is asked only if it does not."""
+    try:
+        from max._core import __version__
+
+        return str(__version__)
+    except (ImportError, AttributeError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("max")
+        except PackageNotFoundError:
+            return "none"
+
+
 def check_max_version(compiled_with: str, path: object) -> None:
     """A MEF loads only into the MAX that compiled it: checked before one is handed to MAX."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        installed = version("max")
-    except PackageNotFoundError:
-        installed = "none"
+    installed = max_version()
     if installed != compiled_with:
         raise BundleError(
             f"{path} was compiled with MAX {compiled_with[:40]}, but this runtime has MAX {installed}: "

@@ -76,8 +76,8 @@ class Transcriber:
         self.special = SpecialTokens.from_bundle(self.bundle)
         self.model = WhisperModel(self.bundle, device, replay)
         if mel_on_device is None:
-            mel_on_device = self.model.target.is_gpu and self.model.frontend is not None
-        if mel_on_device and self.model.frontend is None:
+            mel_on_device = self.model.target.is_gpu and self.model.has("frontend")
+        if mel_on_device and not self.model.has("frontend"):
             raise MxwError(f"{bundle} has no front-end graph to compute log-mel on the device")
         self.mel_on_device = mel_on_device
 
