@@ -411,3 +411,40 @@ def test_dynamic_batching_gives_mxwr_run_independent_windows(batch_bundle, tmp_p
         assert "".join(e.delta for e in events[:-1]) == events[-1].text == refs[jobs[-1]]["text"].strip()
     finally:
         s.stop()
+
+
+def test_serve_requires_the_signature(tiny_bundle, reference, tmp_path):
+    """`mxwr serve --require-signature` (or MXW_REQUIRE_SIGNATURE): an unsigned or tampered
+    bundle is one line and exit 1 before the server starts; a correctly signed one serves."""
+    import os
+    import shutil
+
+    from support import assert_one_line_error
+
+    run_cli("mxwc", "keygen", "--out", str(tmp_path / "key"), check=True)
+    signed = tmp_path / "signed.mxw"
+    shutil.copyfile(tiny_bundle, signed)
+    run_cli("mxwc", "sign", str(signed), "--key", str(tmp_path / "key"), check=True)
+    pub = str(tmp_path / "key.pub")
+    tampered = tmp_path / "tampered.mxw"
+    shutil.copyfile(signed, tampered)
+    from mxwr.bundle import BundleReader
+
+    with BundleReader(tampered) as r:
+        weights = r.section(r.manifest.targets[0].weights_section)
+    with open(tampered, "r+b") as f:  # one weight's byte: the section's checksum no longer holds
+        f.seek(weights.offset + weights.length // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 1]))
+    for bundle, needle in [(tiny_bundle, "is not signed"), (tampered, "checksum mismatch")]:
+        proc = run_cli("mxwr", "serve", str(bundle), "--port", str(_free_port()), "--require-signature", pub, timeout=120)
+        assert_one_line_error(proc, needle)
+        proc = run_cli("mxwr", "serve", str(bundle), "--port", str(_free_port()), timeout=120,
+                       env={**os.environ, "MXW_REQUIRE_SIGNATURE": pub})
+        assert_one_line_error(proc, needle)
+    s = Server(signed, tmp_path / "server.log", "--require-signature", pub)
+    try:
+        assert _transcribe(s.client()).text == reference["result"]["text"].strip()  # OpenAI strips it
+    finally:
+        s.stop()

@@ -377,12 +377,16 @@ def inspect(bundle: str, verify: bool, pubkey: str | None) -> None:
 @click.option("--concurrency", type=click.IntRange(1), default=None,
               help="Requests decoding at once, taking turns by window (or sharing a --batch N bundle's batch) "
                    "[default: 4, or the bundle's batch if larger].")
+@click.option("--require-signature", metavar="PUBKEY", default=None, envvar="MXW_REQUIRE_SIGNATURE", show_envvar=True,
+              help="Refuse BUNDLE unless it is signed by this public key (mxwc keygen's KEY.pub) and matches every "
+                   "checksum, checked before the server starts and again when the model loads; needs the sign extra.")
 @click.option("--independent-windows", type=click.Choice(["auto", "True", "False"]), default="auto", show_default=True,
               help="Decode as `mxwr run --independent_windows True` (each window on its own, batched across "
                    "requests) rather than transcribe()'s seek loop; auto: on bundles built with --batch N > 1.")
 @debug_option
 def serve(bundle: str, host: str, port: int, device: str, threads: int, api_key: str | None, max_upload_mb: float,
-          max_duration: float | None, max_queue: int, concurrency: int | None, independent_windows: str) -> None:
+          max_duration: float | None, max_queue: int, concurrency: int | None, require_signature: str | None,
+          independent_windows: str) -> None:
     """Serve OpenAI's audio API (/v1/audio/transcriptions, /v1/audio/translations) with BUNDLE (the serve extra)."""
     try:  # imported here: the base install has no server packages
         from .serve import Limits, serve as run_server
@@ -392,12 +396,16 @@ def serve(bundle: str, host: str, port: int, device: str, threads: int, api_key:
 
     if max_duration is not None and not max_duration > 0:
         raise click.BadParameter("must be more than 0 seconds, or None", param_hint="--max-duration")
-    BundleReader(bundle).close()  # a bad bundle is one line now, not after the server has started
+    with BundleReader(bundle) as reader:  # a bad bundle is one line now, not after the server has started
+        if require_signature is not None:
+            from .signing import require_signature as check
+
+            check(reader, require_signature)
     use_cores(threads)
     limits = Limits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_duration=max_duration,
                     max_queue=max_queue, concurrency=concurrency,
                     independent_windows=None if independent_windows == "auto" else independent_windows == "True")
-    run_server(bundle, host, port, device=device, limits=limits, api_key=api_key)
+    run_server(bundle, host, port, device=device, limits=limits, api_key=api_key, require_signature=require_signature)
 
 
 MAX_ERROR_LINE = 300  # characters: a message quoting the input never floods a terminal or a log

@@ -137,8 +137,10 @@ class Job:
 class Worker:
     """The one thread that loads the model and decodes; requests' slots are counted here."""
 
-    def __init__(self, bundle: str | Path, device: str, limits: Limits, on_load_error: Callable[[BaseException], None]):
+    def __init__(self, bundle: str | Path, device: str, limits: Limits, on_load_error: Callable[[BaseException], None],
+                 require_signature: str | Path | None = None):
         self.bundle, self.device, self.limits = bundle, device, limits
+        self.require_signature = require_signature
         self.on_load_error = on_load_error
         self.model: Model | None = None
         self.load_error: BaseException | None = None
@@ -206,7 +208,7 @@ class Worker:
 
     def _main(self) -> None:
         try:
-            model = load(self.bundle, device=self.device)
+            model = load(self.bundle, device=self.device, require_signature=self.require_signature)
             if self.limits.concurrency is None:
                 self.concurrency = max(4, model.batch)  # a batch's worth of requests can share it
             self.independent_windows = (model.batch > 1 if self.limits.independent_windows is None
@@ -533,9 +535,11 @@ async def _never():  # a response's `receive` that is never called
 
 
 def create_app(bundle: str | Path, *, device: str = "auto", limits: Limits = Limits(), api_key: str | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> Starlette:
-    """The ASGI app; the model loads in its worker thread when the app starts (/health: 503 until then)."""
-    worker = Worker(bundle, device, limits, on_load_error or (lambda e: None))
+               on_load_error: Callable[[BaseException], None] | None = None,
+               require_signature: str | Path | None = None) -> Starlette:
+    """The ASGI app; the model loads in its worker thread when the app starts (/health: 503 until then).
+    `require_signature`: a public key file; the bundle loads only if signed by it (`mxwr.load`)."""
+    worker = Worker(bundle, device, limits, on_load_error or (lambda e: None), require_signature)
     created = int(time.time())
 
     def check_key(request: Request) -> None:
@@ -681,7 +685,8 @@ def _limited(receive, limit: int):
 
 
 def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, *, device: str = "auto",
-          limits: Limits = Limits(), api_key: str | None = None, log_level: str = "info") -> None:
+          limits: Limits = Limits(), api_key: str | None = None, log_level: str = "info",
+          require_signature: str | Path | None = None) -> None:
     """Runs the server until interrupted; a bundle that fails to load ends it with that error."""
     import uvicorn
 
@@ -693,7 +698,8 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, *, devi
         if server is not None:
             server.should_exit = True
 
-    app = create_app(bundle, device=device, limits=limits, api_key=api_key, on_load_error=on_load_error)
+    app = create_app(bundle, device=device, limits=limits, api_key=api_key, on_load_error=on_load_error,
+                     require_signature=require_signature)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                                            timeout_graceful_shutdown=5))
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), stream=sys.stderr,
