@@ -222,6 +222,7 @@ def test_models_and_health(server, tiny_bundle):
     assert [m.id for m in models] == ["tiny.en"]
     card = models[0].model_dump()
     assert card["dims"]["n_vocab"] == 51864 and card["dtype"] == "float32" and card["targets"] == ["cpu"]
+    assert card["quantization"] == "none"
     assert server.client().models.retrieve("whisper-1").id == "tiny.en"  # any id names the one bundle
     status, health = server.get("/health")
     assert status == 200 and health["status"] == "ok"

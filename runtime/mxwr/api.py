@@ -89,6 +89,11 @@ class Model:
         return self.transcriber.model.target.dtype
 
     @property
+    def quantization(self) -> str:
+        """How the loaded target stores its weights: `none`, or `int8` (`mxwr.quantization`)."""
+        return self.transcriber.model.target.quantization
+
+    @property
     def target(self) -> str:
         """The bundle's target that was loaded (e.g. `cpu`, `cuda:sm_90a`)."""
         return self.transcriber.model.target.name

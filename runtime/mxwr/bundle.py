@@ -54,6 +54,7 @@ NUMPY_DTYPES = {
     "bfloat16": np.dtype("<u2"),
     "int64": np.dtype("<i8"),
     "int32": np.dtype("<i4"),
+    "int8": np.dtype("i1"),
 }
 
 

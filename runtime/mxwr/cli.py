@@ -349,8 +349,8 @@ def inspect(bundle: str, verify: bool, pubkey: str | None) -> None:
             "model": m.model.to_dict(),
             "dims": m.dims.to_dict(),
             "shape": m.shape.to_dict(),
-            "targets": [{"name": t.name, "dtype": t.dtype, "layout": t.layout.to_dict(), "graphs": list(t.graphs)}
-                        for t in m.targets],
+            "targets": [{"name": t.name, "dtype": t.dtype, "quantization": t.quantization,
+                         "layout": t.layout.to_dict(), "graphs": list(t.graphs)} for t in m.targets],
             "sections": [{"name": s.name, "kind": s.kind, "length": s.length, "encoding": s.encoding}
                          for s in m.sections],
             "signature": describe(reader.signature),

@@ -19,12 +19,15 @@ from .constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from .dims import ModelDims, Shape
 from .errors import BundleError
 from .graphspec import REQUIRED, SPECS, Geometry, Layout, Port, bind
+from .quantization import SCHEMES, stored_tensors
 
 FORMAT_MAJOR = 3  # 3.0: the prefill takes its offset (prompts of any length in chunks); targets record their layout
-FORMAT_MINOR = 1  # 3.1: a signature slot; the build's provenance (source digest, build host)
+FORMAT_MINOR = 2  # 3.1: a signature slot; the build's provenance (source digest, build host). 3.2: a target's quantization
 ALIGN = 64  # sections, and tensors within them, start on 64-byte boundaries
 DTYPES = ("float32", "float16", "bfloat16")  # compute dtypes of a target
-TENSOR_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4}  # item sizes
+# How a target's weights are stored (`quantization`: its tensors).
+QUANTIZATIONS = SCHEMES
+TENSOR_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1}  # item sizes
 SECTION_KINDS = ("weights", "mef", "vocabulary", "mel_filters")
 ENCODINGS = ("raw", "zstd")
 MAX_NAME = 256  # characters in any name
@@ -256,6 +259,7 @@ class Target(_Record):
     weights_section: str
     layout: Layout
     graphs: dict[str, GraphEntry]
+    quantization: str = "none"  # QUANTIZATIONS; absent before format 3.2
     gpu_index: int | None = field(default=None, compare=False)  # set once matched to a host GPU
 
     @property
@@ -264,17 +268,20 @@ class Target(_Record):
 
     @classmethod
     def from_dict(cls, d: Any) -> "Target":
-        d = _map(d, "target entry", ("name", "dtype", "weights_section", "layout", "graphs"))
+        d = _map(d, "target entry", ("name", "dtype", "weights_section", "layout", "graphs"), ("quantization",))
         name = _str(d["name"], "target name")
-        if not TARGET_NAME.match(name) or d["dtype"] not in DTYPES:
+        quantization = d.get("quantization", "none")
+        if not TARGET_NAME.match(name) or d["dtype"] not in DTYPES or quantization not in QUANTIZATIONS:
             raise _fail(f"a malformed target entry {_short(name)}")
+        if quantization != "none" and (name != "cpu" or d["dtype"] != "float32"):
+            raise _fail(f"target {_short(name)} with {quantization} weights: those are a float32 CPU target's")
         layout = Layout.from_dict(d["layout"])
         graphs = d["graphs"]
         if not isinstance(graphs, dict) or any(role not in SPECS for role in graphs):
             raise _fail(f"target {_short(name)} with unknown graph roles "
                         f"{_short(list(graphs) if isinstance(graphs, dict) else graphs)}")
         entries = {role: GraphEntry.from_dict(role, graphs[role]) for role in SPECS if role in graphs}
-        return cls(name, d["dtype"], _str(d["weights_section"], "weights section name"), layout, entries)
+        return cls(name, d["dtype"], _str(d["weights_section"], "weights section name"), layout, entries, quantization)
 
     def check(self, dims: ModelDims, shape: Shape, n_alignment_heads: int) -> None:
         """Every graph's signature is its spec's for these dimensions, on this target's device."""
@@ -552,11 +559,14 @@ class Manifest(_Record):
             raise BundleError("bundle's mel filterbank section does not hold the filters this model needs")
         for target in self.targets:
             weights = need(target.weights_section, "weights", f"target {target.name}")
-            if any(t.dtype != target.dtype for t in weights.tensors or ()):
-                raise BundleError(f"bundle's weights for {target.name} are not all {target.dtype}")
-            if {t.name: t.shape for t in weights.tensors or ()} != self.dims.weight_shapes():
+            stored = {t.name: (t.dtype, t.shape) for t in weights.tensors or ()}
+            expected = stored_tensors(self.dims, target.dtype, target.quantization)
+            if {k: shape for k, (_, shape) in stored.items()} != {k: shape for k, (_, shape) in expected.items()}:
                 raise BundleError(f"bundle's weights for {target.name} are not the tensors the model's "
                                   f"dimensions need (openai-whisper's state dict)")
+            if stored != expected:
+                what = target.dtype if target.quantization == "none" else f"{target.quantization} and float32"
+                raise BundleError(f"bundle's weights for {target.name} are not all {what} as the target stores them")
             for graph in target.graphs.values():
                 need(graph.section, "mef", f"the {graph.role} graph of {target.name}")
             if "align" in target.graphs and self.alignment_heads is None:

@@ -559,8 +559,8 @@ def create_app(bundle: str | Path, *, device: str = "auto", limits: Limits = Lim
 
     def model_card(model: Model) -> dict[str, Any]:
         return {"id": model.name, "object": "model", "created": created, "owned_by": "mxw",
-                "dims": model.dims, "dtype": model.dtype, "target": model.target, "targets": model.targets,
-                "batch": model.batch, "beams": model.beams}
+                "dims": model.dims, "dtype": model.dtype, "quantization": model.quantization, "target": model.target,
+                "targets": model.targets, "batch": model.batch, "beams": model.beams}
 
     async def health(request: Request) -> Response:
         if worker.model is None:

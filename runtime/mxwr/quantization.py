@@ -1,0 +1,60 @@
+"""How a target's weights are stored: the manifest's `quantization`, and the tensors it implies.
+
+- `none`: every tensor of openai-whisper's state dict in the target's compute dtype.
+- `int8` (float32 CPU targets): the weights the decoder graphs alone read — each block's self-
+  and cross-attention query/out, self-attention key/value and MLP matrices, and the token
+  embedding (the tied logits) — as int8 in groups of GROUP consecutive weights of a row, each
+  group scaled by its own float32 factor, stored as `<name>.scale` [rows, cols / GROUP]:
+  w[i, j] ≈ scale[i, j // GROUP] * q[i, j], with the scale the group's largest |w| / 127 and q
+  rounded to the nearest integer (one scale per row moved dev clips' words). Everything else (the encoder, the cross-attention key/value
+  projections it applies, biases, layer norms, positional embeddings) stays float32; the
+  decoders multiply float32 activations by the widened int8 weights.
+
+The decoder step reads every weight once per token, so its time is the weights' bytes over the
+memory's bandwidth; the encoder's products are bounded by arithmetic, not by reading weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dims import ModelDims
+
+SCHEMES = ("none", "int8")
+SCALE = ".scale"  # suffix of a quantized weight's scales
+INT8_MAX = 127
+GROUP = 64  # weights of a row per scale
+
+
+def int8_weights(dims: ModelDims) -> tuple[str, ...]:
+    """The state-dict names an int8 target stores as int8."""
+    names = ["decoder.token_embedding.weight"]
+    for i in range(dims.n_text_layer):
+        block = f"decoder.blocks.{i}"
+        names += [f"{block}.attn.{p}.weight" for p in ("query", "key", "value", "out")]
+        names += [f"{block}.cross_attn.{p}.weight" for p in ("query", "out")]
+        names += [f"{block}.mlp.0.weight", f"{block}.mlp.2.weight"]
+    return tuple(names)
+
+
+def stored_tensors(dims: ModelDims, dtype: str, scheme: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """name -> (dtype, shape) of every tensor in the weights section of a target computing in
+    `dtype` with weights stored by `scheme` (int8: every quantized row a whole number of groups,
+    as whisper's widths are)."""
+    shapes = dims.weight_shapes()
+    tensors = {name: (dtype, shape) for name, shape in shapes.items()}
+    if scheme == "int8":
+        for name in int8_weights(dims):
+            tensors[name] = ("int8", shapes[name])
+            rows, cols = shapes[name]
+            tensors[name + SCALE] = ("float32", (rows, cols // GROUP))
+    elif scheme != "none":
+        raise ValueError(f"unknown quantization {scheme!r}")
+    return tensors
+
+
+def widened(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """An int8 weight [rows, cols] with its scales [rows, cols / GROUP] as the float32 weight it
+    stands for."""
+    rows, cols = q.shape
+    return (q.reshape(rows, cols // GROUP, GROUP).astype(np.float32) * scale[:, :, None]).reshape(rows, cols)
