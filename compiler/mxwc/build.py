@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
-import numpy as np
 
 from mxwr.bundle import BundleWriter
 from mxwr.dims import Shape
@@ -24,6 +23,7 @@ from mxwr.manifest import (FORMAT_MAJOR, FORMAT_MINOR, MAX_NAME, Audio, GraphEnt
 from . import __version__
 from .compile import compile_target, parse_target
 from .graphs import Alignment, stft_basis
+from .quantize import stored_weights
 from .tokenizer import mel_filters, tokenizer_tables
 from .weights import load_weights
 
@@ -47,21 +47,28 @@ class BuildError(ValueError):
     pass
 
 
-def target_dtype(target: str, dtype: str) -> str:
-    """--dtype is the GPU targets' compute type; the CPU target computes in float32."""
-    return "float32" if parse_target(target) is None else dtype
+@dataclass(frozen=True)
+class Storage:
+    """How one target computes (`dtype`) and stores its weights (`quantization`)."""
+
+    dtype: str
+    quantization: str = "none"
+
+    @property
+    def section(self) -> str:
+        """The weights section, shared by the targets that store weights alike."""
+        return f"weights.{self.dtype if self.quantization == 'none' else self.quantization}"
 
 
-def cast_weights(tensors: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
-    if dtype == "bfloat16":
-        return {k: bfloat16_bits(v) for k, v in tensors.items()}
-    return {k: np.ascontiguousarray(v, dtype=np.dtype(dtype)) for k, v in tensors.items()}
-
-
-def bfloat16_bits(x: np.ndarray) -> np.ndarray:
-    """float -> bfloat16 (round to nearest even), as the uint16 bit patterns numpy can hold."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+def target_storage(target: str, dtype: str) -> Storage:
+    """--dtype is the GPU targets' compute type; the CPU target computes in float32, and with
+    --dtype int8 stores its decoders' weights as int8 (`mxwr.quantization`)."""
+    gpu = parse_target(target) is not None
+    if dtype == "int8":
+        if gpu:
+            raise BuildError(f"--dtype int8 is the cpu target's: build {target} with float16, bfloat16 or float32")
+        return Storage("float32", "int8")
+    return Storage(dtype if gpu else "float32")
 
 
 def default_alignment_heads(n_layer: int, n_head: int) -> list[list[int]]:
@@ -137,6 +144,7 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
             parse_target(target)
         except ValueError as e:
             raise BuildError(str(e)) from None
+    storage = {target: target_storage(target, options.dtype) for target in options.targets}
     if options.group > 1 and options.batch > 1:
         raise BuildError("--beams and --batch cannot both exceed 1: a bundle decodes many windows or many beams")
     shape = Shape(batch=options.batch, max_seq=options.max_seq, prompt_len=options.prompt_len,
@@ -154,27 +162,30 @@ def build(options: BuildOptions, log: Callable[[str], None] = print) -> Path:
     shapes = {k: tuple(v.shape) for k, v in {**weights.tensors, **frontend}.items()}
     compiled, layouts = {}, {}
     for target in options.targets:
-        dtype = target_dtype(target, options.dtype)
+        dtype, quantization = storage[target].dtype, storage[target].quantization
         layouts[target] = options.layout or Layout.of(parse_target(target) is not None, dtype)
-        with stage(log, f"tracing and compiling graphs for {target} ({dtype})"):
-            compiled[target] = compile_target(target, dims, shape, shapes, dtype, layouts[target], log, alignment)
+        what = dtype if quantization == "none" else f"{dtype}, {quantization} weights"
+        with stage(log, f"tracing and compiling graphs for {target} ({what})"):
+            compiled[target] = compile_target(target, dims, shape, shapes, dtype, layouts[target], log, alignment,
+                                              quantization)
 
     with stage(log, f"writing bundle {options.output}"):
         writer = BundleWriter(options.output)
         try:
-            for dtype in sorted({target_dtype(t, options.dtype) for t in options.targets}):
-                writer.add_tensors(f"weights.{dtype}", "weights", cast_weights(weights.tensors, dtype), dtype)
+            for kind in sorted(set(storage.values()), key=lambda k: k.section):
+                arrays = stored_weights(weights.tensors, dims, kind.dtype, kind.quantization)
+                writer.add_tensors(kind.section, "weights", arrays, "bfloat16" if kind.dtype == "bfloat16" else None)
             writer.add_tensors("mel_filters", "mel_filters", frontend)
             writer.add_bytes("vocabulary", "vocabulary", msgpack.packb(pieces, use_bin_type=True), compress=True)
             targets = []
             for target, graphs in compiled.items():
-                dtype = target_dtype(target, options.dtype)
                 entries = {}
                 for g in graphs:
                     section = f"graph.{target}.{g.role}"
                     writer.add_bytes(section, "mef", g.mef, compress=True)
                     entries[g.role] = GraphEntry.from_dict(g.role, {"section": section, **g.signature})
-                targets.append(Target(target, dtype, f"weights.{dtype}", layouts[target], entries))
+                kind = storage[target]
+                targets.append(Target(target, kind.dtype, kind.section, layouts[target], entries, kind.quantization))
             created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             path = writer.finish(Manifest(
                 format_version=(FORMAT_MAJOR, FORMAT_MINOR),

@@ -69,7 +69,7 @@ def parse_target(target: str) -> tuple[str, str] | None:
 
 def _compile_graphs(
     target: str, dims: ModelDims, shape: Shape, shapes: Mapping[str, tuple[int, ...]], dtype: str,
-    layout: Layout, alignment: Alignment | None,
+    layout: Layout, alignment: Alignment | None, quantization: str = "none",
 ) -> list[tuple[CompiledGraph, float]]:
     from max.driver import CPU, Accelerator
     from max.engine import InferenceSession
@@ -78,7 +78,7 @@ def _compile_graphs(
         device, session = DeviceRef.CPU(), InferenceSession(devices=[CPU()])
     else:
         device, session = DeviceRef.GPU(0), InferenceSession(devices=[Accelerator(0), CPU()])
-    ctx = GraphContext(dims, shape, shapes, DType[dtype], device, layout, alignment)
+    ctx = GraphContext(dims, shape, shapes, DType[dtype], device, layout, alignment, quantization)
     out = []
     for role in roles(shape, alignment is not None):
         start = time.perf_counter()
@@ -106,13 +106,15 @@ def _compile_virtual(target: str, *args: Any) -> list[tuple[CompiledGraph, float
 def compile_target(
     target: str, dims: ModelDims, shape: Shape, shapes: Mapping[str, tuple[int, ...]],
     dtype: str, layout: Layout, log: Callable[[str], None], alignment: Alignment | None = None,
+    quantization: str = "none",
 ) -> list[CompiledGraph]:
-    """Traces and compiles the bundle's graphs for `target`, in `layout`.
+    """Traces and compiles the bundle's graphs for `target`, in `layout`, on weights stored as
+    `quantization` says (`mxwr.quantization`).
 
     GPU targets are cross-compiled with MAX virtual devices, so no GPU is needed to build them;
     each compiles in its own spawned process.
     """
-    args = (dims, shape, shapes, dtype, layout, alignment)
+    args = (dims, shape, shapes, dtype, layout, alignment, quantization)
     if parse_target(target) is None:
         results = _compile_graphs(target, *args)
     else:
@@ -120,6 +122,7 @@ def compile_target(
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
             results = pool.submit(_compile_virtual, target, *args).result()
     for graph, seconds in results:
-        log(f"  compiled {graph.role} graph for {target} ({dtype}, {len(graph.mef) / 1e6:.1f} MB MEF) "
+        weights = dtype if quantization == "none" else f"{dtype}, {quantization} weights"
+        log(f"  compiled {graph.role} graph for {target} ({weights}, {len(graph.mef) / 1e6:.1f} MB MEF) "
             f"in {seconds:.1f} s")
     return [graph for graph, _ in results]

@@ -8,12 +8,13 @@ token probabilities word timestamps use), and finally the tokens themselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from mxwr.bundle import BundleReader
+from mxwr.quantization import SCALE, int8_weights, widened
 
 from .weights import ModelWeights
 
@@ -37,10 +38,14 @@ class Row:
 
 
 def weights_from_bundle(reader: BundleReader, target: str = "cpu") -> ModelWeights:
-    """The bundle's weights as a ModelWeights (fp32), so the reference runs on exactly them."""
+    """The bundle's weights as a ModelWeights (fp32), so the reference runs on exactly them: int8
+    weights as their scales times their integers."""
     m = reader.manifest
     entry = next(t for t in m.targets if t.name == target)
-    tensors = {k: np.asarray(v, dtype=np.float32) for k, v in reader.read_tensors(entry.weights_section).items()}
+    stored = reader.read_tensors(entry.weights_section)
+    tensors = {k: np.asarray(v, dtype=np.float32) for k, v in stored.items() if not k.endswith(SCALE)}
+    for name in int8_weights(m.dims) if entry.quantization == "int8" else ():
+        tensors[name] = widened(stored[name], np.asarray(stored[name + SCALE], dtype=np.float32))
     heads = [list(h) for h in m.alignment_heads] if m.alignment_heads is not None else None
     return ModelWeights(m.model.name, m.dims, tensors, f"bundle {reader.path}", heads)
 
@@ -49,7 +54,11 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
-def compare(bundle: str | Path, audio_path: str | Path, language: str | None = None) -> list[Row]:
+def compare(bundle: str | Path, audio_path: str | Path, language: str | None = None,
+            reference: ModelWeights | None = None) -> list[Row]:
+    """Each graph of the bundle against openai-whisper on the bundle's weights, within the limits.
+    `reference`: openai-whisper on these weights instead (a quantized bundle's float32
+    originals): the rows then say how far the bundle is from them, with no limits."""
     import torch
     import whisper
 
@@ -60,10 +69,9 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     from .reference import openai_whisper_model
 
     t = Transcriber(bundle, device="cpu")
-    ref = openai_whisper_model(weights_from_bundle(t.bundle))
+    ref = openai_whisper_model(reference or weights_from_bundle(t.bundle))
     dims = t.model.dims
     rows: list[Row] = []
-
     audio = load_audio(audio_path)
     ref_mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=dims.n_mels)
     mel = t.mel(audio)
@@ -120,7 +128,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     options = DecodingOptions(language=expected.language, without_timestamps=True)
     ours = DecodingTask(t.model, special, options).run(t.model.encode(np.repeat(mel[None], t.model.batch, axis=0)))[0]
     rows.append(Row("tokens", "mismatched tokens vs openai-whisper", float(_mismatches(ours.tokens, list(expected.tokens))), 0.0))
-    return rows
+    return rows if reference is None else [replace(r, threshold=None) for r in rows]
 
 
 def _align_rows(t, ref, ctx, ref_features, sequence: list[int], sot_len: int) -> list[Row]:

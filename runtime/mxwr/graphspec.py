@@ -33,7 +33,8 @@ class Layout:
     transposed (the step's P.V then sums along rows), run the step's cache write and logits with
     our own kernels, and attend in the step as float32 sums (one query per head needs no
     matmul). The CPU computes the decoders' logits with our kernel (MAX's product with the
-    transposed embedding reads it more slowly than memory allows). float32 on a GPU is plain:
+    transposed embedding reads it more slowly than memory allows) and writes the step's cache
+    slot with it (the select would read and write every slot of every cache at each token). float32 on a GPU is plain:
     there the tiled kernel's other summation order moved a dev clip's tokens off the CPU's.
     """
 
@@ -71,7 +72,7 @@ class Layout:
 
 
 PLAIN = Layout()
-CPU = Layout(logits_kernel=True)
+CPU = Layout(cache_kernel=True, logits_kernel=True)
 TILED = Layout(tile=MATMUL_TILE, cross_v_transposed=True, cache_kernel=True, logits_kernel=True, single_query=True)
 
 
@@ -212,6 +213,7 @@ SPECS: dict[str, GraphSpec] = {
                 Port("next_token_probs", "float32", (g.shape.batch, g.shape.max_seq)),
             ],
             present=lambda shape, word_timestamps: word_timestamps,
+            kernels=True,  # an int8 target's products of a short sequence
             replayed=False,
             on_demand=True,
         ),

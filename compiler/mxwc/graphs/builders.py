@@ -17,7 +17,7 @@ from .attention import attention, causal_mask, merge_heads, single_query_attenti
 from .context import GraphContext
 from .decoder import decoder_blocks
 from .kernels import cache_write, logits_kernel_fits
-from .layers import conv1d, head_scale, layer_norm, linear, mlp
+from .layers import conv1d, embed, head_scale, layer_norm, linear, mlp
 from .layout import cross_layout
 from .logits import greedy, logits_and_greedy, tied_logits
 
@@ -135,7 +135,7 @@ def prefill_graph(ctx: GraphContext) -> Graph:
                 written.append(updated)
             return attention(q, *written, mask, layout.tile)
 
-        x = ops.gather(p("decoder.token_embedding.weight"), inputs["tokens"], axis=0)
+        x = embed(p, "decoder.token_embedding.weight", inputs["tokens"])
         # Positions past the context (a last chunk's padding) read the last embedding: never attended.
         positions = ops.min(ops.reshape(queries, [P]), ops.constant(dims.n_text_ctx - 1, DType.int64, device))
         x = x + ops.gather(p("decoder.positional_embedding"), positions, axis=0)
@@ -190,7 +190,7 @@ def step_graph(ctx: GraphContext) -> Graph:
                 return single_query_attention(q, keys, values, mask)
             return attention(q, keys, values, mask, layout.tile)
 
-        x = ops.gather(p("decoder.token_embedding.weight"), ops.unsqueeze(inputs["token"], 1), axis=0)
+        x = embed(p, "decoder.token_embedding.weight", ops.unsqueeze(inputs["token"], 1))
         x = x + ops.gather(p("decoder.positional_embedding"), position, axis=0)
         x = decoder_blocks(ctx, p, x, inputs["cross_k"], inputs["cross_v"], self_attend, ctx.shape.group,
                            single_query=layout.single_query)
@@ -226,7 +226,7 @@ def align_graph(ctx: GraphContext) -> Graph:
         p = ctx.params()
         tokens = inputs["tokens"]
         mask = causal_mask(S, ctx.layout.tile, device)
-        x = ops.gather(p("decoder.token_embedding.weight"), tokens, axis=0)
+        x = embed(p, "decoder.token_embedding.weight", tokens)
         x = x + ops.slice_tensor(p("decoder.positional_embedding"), [slice(0, S), slice(None)])
         scores: dict[int, TensorValue] = {}
         attend = lambda i, q, k, v: attention(q, k, v, mask, ctx.layout.tile)  # noqa: E731

@@ -12,6 +12,7 @@ from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue
 
 from mxwr.dims import ModelDims, Shape
 from mxwr.graphspec import SPECS, Geometry, Layout, Port
+from mxwr.quantization import int8_weights
 
 from .kernels import KERNELS
 from .layers import Params
@@ -36,6 +37,7 @@ class GraphContext:
     device: DeviceRef
     layout: Layout
     alignment: Alignment | None = None  # None: no align graph
+    quantization: str = "none"  # how the weights are stored (`mxwr.quantization`)
 
     @property
     def geometry(self) -> Geometry:
@@ -44,7 +46,8 @@ class GraphContext:
 
     def params(self, dtype: DType | None = None) -> Params:
         """The graph's weights, in the compute dtype unless told otherwise."""
-        return Params(self.weight_shapes, dtype or self.dtype, self.device, self.layout.tile)
+        int8 = frozenset(int8_weights(self.dims)) if self.quantization == "int8" else frozenset()
+        return Params(self.weight_shapes, dtype or self.dtype, self.device, self.layout.tile, int8)
 
     @contextmanager
     def open(self, role: str) -> Iterator[tuple[Graph, dict[str, Any]]]:
@@ -52,7 +55,8 @@ class GraphContext:
         are built in where the spec calls them and the layout has them."""
         spec = SPECS[role]
         ports = spec.inputs(self.geometry)
-        extensions = [KERNELS] if spec.kernels and self.layout.kernels else []
+        ours = self.layout.kernels or self.quantization == "int8"
+        extensions = [KERNELS] if spec.kernels and ours else []
         with Graph(role, input_types=[self._type(p) for p in ports], custom_extensions=extensions) as graph:
             values = (v.buffer if p.kind == "buffer" else v.tensor for p, v in zip(ports, graph.inputs, strict=True))
             yield graph, dict(zip((p.name for p in ports), values))

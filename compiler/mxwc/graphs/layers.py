@@ -13,6 +13,10 @@ import numpy as np
 from max.dtype import DType
 from max.graph import DeviceRef, Graph, TensorValue, Weight, ops
 
+from mxwr.quantization import GROUP, SCALE
+
+from .kernels import int8_kernel_fits, int8_linear
+
 LN_EPS = 1e-5
 
 
@@ -20,27 +24,64 @@ class Params:
     """Hands out graph weights by state-dict name, with the shapes of the weights to be bound.
 
     `tile` is the target layout's (`Layout.tile`): products with the weights follow it
-    (`times_weight`).
+    (`times_weight`). `int8`: the names stored as int8 with their groups' scales (`mxwr.quantization`),
+    which `linear`, `embed` and the logits multiply by our kernel or widen.
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype: DType, device: DeviceRef,
-                 tile: int | None = None):
+                 tile: int | None = None, int8: frozenset[str] = frozenset()):
         self._shapes = shapes
         self._dtype = dtype
         self._device = device
         self.tile = tile
+        self._int8 = int8
         self._values: dict[str, TensorValue] = {}
 
     def __call__(self, name: str) -> TensorValue:
         if name not in self._values:
-            weight = Weight(name, self._dtype, self._shapes[name], self._device)
-            self._values[name] = Graph.current.add_weight(weight)
+            if name in self._int8:
+                dtype, shape = DType.int8, self._shapes[name]
+            elif name.endswith(SCALE) and name.removesuffix(SCALE) in self._int8:
+                rows, cols = self._shapes[name.removesuffix(SCALE)]
+                dtype, shape = DType.float32, (rows, cols // GROUP)
+            else:
+                dtype, shape = self._dtype, self._shapes[name]
+            self._values[name] = Graph.current.add_weight(Weight(name, dtype, shape, self._device))
         return self._values[name]
+
+    def quantized(self, name: str) -> bool:
+        return name in self._int8
+
+    def widened(self, name: str) -> TensorValue:
+        """The weight in the compute dtype: an int8 one times its groups' scales."""
+        if name not in self._int8:
+            return self(name)
+        return scaled(ops.cast(self(name), DType.float32), self(name + SCALE))
 
 
 def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorValue:
-    y = times_weight(x, ops.transpose(p(f"{name}.weight"), 0, 1), p.tile)
+    weight = f"{name}.weight"
+    rows = int(np.prod([int(d) for d in x.shape[:-1]]))
+    if p.quantized(weight) and int8_kernel_fits(rows):
+        y = int8_linear(x, p(weight), p(weight + SCALE))
+    else:  # past the kernel's rows, MAX's matmul on the widened weight
+        y = times_weight(x, ops.transpose(p.widened(weight), 0, 1), p.tile)
     return y + p(f"{name}.bias") if bias else y
+
+
+def scaled(w: TensorValue, scale: TensorValue) -> TensorValue:
+    """w [..., cols] float32 times its groups' scales [..., cols / GROUP]."""
+    lead, cols = [int(d) for d in w.shape[:-1]], int(w.shape[-1])
+    groups = ops.reshape(w, [*lead, cols // GROUP, GROUP]) * ops.unsqueeze(scale, -1)
+    return ops.reshape(groups, [*lead, cols])
+
+
+def embed(p: Params, name: str, ids: TensorValue) -> TensorValue:
+    """Rows `ids` of an embedding (an int8 one widened, only those rows)."""
+    rows = ops.gather(p(name), ids, axis=0)
+    if not p.quantized(name):
+        return rows
+    return scaled(ops.cast(rows, DType.float32), ops.gather(p(name + SCALE), ids, axis=0))
 
 
 def times_weight(x: TensorValue, w: TensorValue, tile: int | None = None) -> TensorValue:

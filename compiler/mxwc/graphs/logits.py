@@ -7,15 +7,18 @@ from max.dtype import DType
 from max.graph import TensorValue, ops
 
 from mxwr.graphspec import Layout
+from mxwr.quantization import SCALE
 
-from .kernels import logits_greedy, logits_kernel_fits
+from .kernels import int8_kernel_fits, logits_greedy, logits_greedy_int8, logits_kernel_fits
 from .layers import Params
+
+
+EMBEDDING = "decoder.token_embedding.weight"
 
 
 def tied_logits(p: Params, x: TensorValue) -> TensorValue:
     # The output projection is tied to the token embedding, as in openai-whisper.
-    embedding = p("decoder.token_embedding.weight")
-    return ops.cast(x @ ops.transpose(embedding, 0, 1), DType.float32)
+    return ops.cast(x @ ops.transpose(p.widened(EMBEDDING), 0, 1), DType.float32)
 
 
 def greedy(logits: TensorValue, suppress: TensorValue) -> tuple[TensorValue, TensorValue]:
@@ -44,8 +47,10 @@ def logits_and_greedy(p: Params, x: TensorValue, suppress: TensorValue,
     to the model dtype; the lowest id of the largest filtered logit), in fewer and faster kernels.
     """
     rows, d = (int(n) for n in x.shape)
-    embedding = p("decoder.token_embedding.weight")
-    if not logits_kernel_fits(rows, d, layout):
+    if p.quantized(EMBEDDING) and int8_kernel_fits(rows):
+        return logits_greedy_int8(x, p(EMBEDDING), p(EMBEDDING + SCALE), suppress)
+    embedding = p(EMBEDDING)
+    if p.quantized(EMBEDDING) or not logits_kernel_fits(rows, d, layout):
         logits = tied_logits(p, x)
         return (logits, *greedy(logits, suppress))
     return logits_greedy(x, embedding, suppress)

@@ -1,4 +1,4 @@
-"""The decoder step's self-attention cache write on GPU targets: the new key and value go to
+"""The decoder step's self-attention cache write (GPU targets and the CPU): the new key and value go to
 slot `position` of their caches, in place, in one small kernel.
 
 In MAX's graph ops the write is a select over the whole cache and a store of all of it (three
