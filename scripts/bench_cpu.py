@@ -247,7 +247,7 @@ def row_steps(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
         ctx = t.encode_window(t.mel(audio))
         cache = m.new_cache()
         suppress = m.suppress_mask([])
-        token = m.prefill(ctx, cache, np.full((m.rows, 1), t.special.sot, np.int64), 0, suppress).token.to_numpy().copy()
+        token = m.prefill(ctx, cache, np.full((m.batch, 1), t.special.sot, np.int64), 0, suppress).token.to_numpy().copy()
 
         def run(position):
             for _ in range(10):

@@ -208,7 +208,7 @@ def e2e_phases(t, audio: np.ndarray) -> dict[str, float]:
         device.synchronize()
 
     def prefill():
-        model.prefill(ctx, cache, np.array([decoder.initial_tokens] * model.rows), decoder.sot_index,
+        model.prefill(ctx, cache, np.array([decoder.initial_tokens] * model.batch), decoder.sot_index,
                       decoder.suppress_first).token.to_numpy()
 
     return {"log-mel": median_time(mel), "prefill": median_time(prefill)}
@@ -259,7 +259,7 @@ def kernel_profile(model, runs: int = 20) -> dict:
         model.device.synchronize()
 
     def prefill():
-        model.prefill(ctx, cache, np.array([PROMPT] * model.rows), 0, decoder.suppress_first).token.to_numpy()
+        model.prefill(ctx, cache, np.array([PROMPT] * model.batch), 0, decoder.suppress_first).token.to_numpy()
 
     def front_end():
         model.log_mel([np.zeros(480_000, np.float32)])
@@ -293,7 +293,7 @@ def _decoder_ready(model):
     ctx = model.encode(mel)
     decoder = DecodingTask(model, _special(model), DecodingOptions(without_timestamps=True))
     cache = model.new_cache()
-    token = model.prefill(ctx, cache, np.array([PROMPT] * model.rows), 0, decoder.suppress_first).token
+    token = model.prefill(ctx, cache, np.array([PROMPT] * model.batch), 0, decoder.suppress_first).token
     return mel, ctx, decoder, cache, token
 
 

@@ -167,12 +167,13 @@ def test_logits_kernel_equals_the_graph_ops():
 
     from mxwc.graphs.kernels import KERNELS, LOGITS_MAX_ROWS, logits_kernel_fits
     from mxwc.graphs.layers import Params
-    from mxwc.graphs.logits import logits_and_greedy
+    from mxwc.graphs.logits import logits_and_choice
     from mxwr.graphspec import TILED
 
     V, d = 51864, 256  # a whisper vocabulary: a long softmax sum, where float32 drops small terms
     device = DeviceRef.CPU()
     rng = np.random.default_rng(5)
+    names = ("logits", "next_token", "next_logprob")
     for dtype, np_dtype in ((DType.float32, np.float32), (DType.float16, np.float16)):
         embedding = (rng.standard_normal((V, d)) * 0.1).astype(np_dtype)
         x = rng.standard_normal((4, d)).astype(np_dtype)
@@ -185,7 +186,9 @@ def test_logits_kernel_equals_the_graph_ops():
         with Graph(f"logits_{dtype}", input_types=types, custom_extensions=[KERNELS]) as graph:
             p = Params({"decoder.token_embedding.weight": (V, d)}, dtype, device)
             rows, suppress, many = (t.tensor for t in graph.inputs)
-            graph.output(*logits_and_greedy(p, rows, suppress, TILED), *logits_and_greedy(p, many, suppress, TILED))
+            few, wide_out = (logits_and_choice(p, r, suppress, None, TILED, 1) for r in (rows, many))
+            assert set(few) == set(names)
+            graph.output(*(few[n] for n in names), *(wide_out[n] for n in names))
         model = InferenceSession(devices=[CPU()]).load(graph, weights_registry={"decoder.token_embedding.weight": embedding})
         suppress = np.zeros(V, np.float32)
         suppress[[7, 300]] = -np.inf
@@ -206,6 +209,70 @@ def test_logits_kernel_equals_the_graph_ops():
         np.testing.assert_allclose(logprob, exact, rtol=0, atol=1e-6)
         np.testing.assert_allclose(logits_ops[:4], logits, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(logprob_ops[:4], exact, rtol=0, atol=2e-5)
+
+
+def test_cpu_logits_kernel_summarizes_the_text_tokens():
+    """The CPU's logits kernel (any number of rows, float32 or int8 embedding) gives, besides
+    the greedy choice, each row's best text tokens under the suppress mask (largest first, the
+    lower id first among equals) and their log-sum-exp; the graph ops' summary (where the
+    kernel does not serve) agrees."""
+    from max.driver import CPU
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType
+
+    from mxwc.graphs.kernels import KERNELS
+    from mxwc.graphs.layers import Params
+    from mxwc.graphs.logits import logits_and_choice, text_summary
+    from mxwr.graphspec import CPU as CPU_LAYOUT
+    from mxwc.quantize import int8_groups
+    from mxwr.quantization import SCALE, widened
+    from mxwr.scores import logsumexp
+
+    V, d, text_end, top = 51864, 384, 50256, 6
+    device = DeviceRef.CPU()
+    rng = np.random.default_rng(6)
+    embedding = (rng.standard_normal((V, d)) * 0.1).astype(np.float32)
+    x = rng.standard_normal((9, d)).astype(np.float32)  # more rows than a block of the kernel
+    embedding[[40, 41, 900]] = x[0] * 0.5  # three-way tie at row 0's text top
+    embedding[[50300]] = x[1]  # row 1's best is a special token: not in the text summary
+    embedding[[12]] = x[2] * 0.6  # row 2's text best, suppressed below
+    q, scale = int8_groups(embedding)
+    types = [TensorType(DType.float32, [9, d], device), TensorType(DType.float32, [V], device),
+             TensorType(DType.int64, [1], device)]
+    name = "decoder.token_embedding.weight"
+    outputs = {}
+    for kind in ("float32", "int8"):
+        with Graph(f"choice_{kind}", input_types=types, custom_extensions=[KERNELS]) as graph:
+            p = Params({name: (V, d)}, DType.float32, device, int8=frozenset([name] if kind == "int8" else []))
+            rows, suppress, end = (t.tensor for t in graph.inputs)
+            out = logits_and_choice(p, rows, suppress, end, CPU_LAYOUT, top)
+            ops_summary = text_summary(out["logits"], suppress, end, top)
+            graph.output(*out.values(), *ops_summary)
+        weights = {name: embedding} if kind == "float32" else {name: q, name + SCALE: scale}
+        model = InferenceSession(devices=[CPU()]).load(graph, weights_registry=weights)
+        suppress = np.zeros(V, np.float32)
+        suppress[[12, 300]] = -np.inf
+        outputs[kind] = [o.to_numpy() for o in model.execute(x, suppress, np.array([text_end]))]
+
+    for kind, (logits, token, logprob, ids, values, lse, ops_ids, ops_values, ops_lse) in outputs.items():
+        w = embedding if kind == "float32" else widened(q, scale)
+        np.testing.assert_allclose(logits, x @ w.T, rtol=1e-5, atol=1e-4)
+        own = logits + suppress
+        assert token.tolist() == own.argmax(-1).tolist() and token[1] == 50300
+        for r in range(len(x)):
+            text = own[r, :text_end]
+            expected = np.argsort(-text, kind="stable")[:top]  # largest first, ties by lower id
+            assert ids[r].tolist() == expected.tolist(), (kind, r)
+            assert values[r].tolist() == text[expected].tolist()
+            assert abs(lse[r] - logsumexp(text)) < 1e-5
+            assert 12 not in ids[r]
+            np.testing.assert_allclose(ops_values[r], values[r])  # MAX's top-k: its order among equals
+            assert set(ops_ids[r].tolist()) == set(ids[r].tolist()) or r == 0
+            assert abs(ops_lse[r] - lse[r]) < 1e-4
+        assert ids[0, :3].tolist() == [40, 41, 900]
+        np.testing.assert_allclose(logprob, -np.log(np.exp((own - own.max(-1, keepdims=True)).astype(np.float64)).sum(-1)),
+                                   atol=1e-6)
 
 
 def test_cache_write_kernel_writes_one_slot_in_place():

@@ -19,7 +19,7 @@ import pytest
 
 from mxwr.bundle import ED25519_BLOCK, HEADER, BundleReader
 from mxwr.errors import BundleError
-from mxwr.manifest import FORMAT_MINOR, MAX_SIGNATURE_SLOT
+from mxwr.manifest import FORMAT_MAJOR, FORMAT_MINOR, MAX_SIGNATURE_SLOT
 from support import ROOT, assert_one_line_error, rewrite_bundle, run_cli
 
 JFK = ROOT / "samples" / "jfk.wav"
@@ -91,17 +91,6 @@ def rewrite_manifest(path: Path, edit, minor: int | None = None) -> None:
     rewrite_bundle(path, edit, minor=minor)
 
 
-def as_format_3_0(path: Path) -> None:
-    """Makes the bundle at `path` a 3.0 one, as a 3.0 mxwc wrote them: no slot (its bytes become
-    zero padding), no provenance, minor 0."""
-
-    def drop(manifest):
-        manifest["format_version"] = [3, 0]
-        del manifest["signature"], manifest["producer"]["host"], manifest["model"]["source_sha256"]
-
-    rewrite_manifest(path, drop, minor=0)
-
-
 def slot_of(path: Path) -> tuple[int, int]:
     slot = layout(path)["manifest"]["signature"]
     return slot["offset"], slot["length"]
@@ -160,7 +149,7 @@ def test_keygen_sign_verify(signed_bundle, keys, tiny_bundle):
     proc = run_cli("mxwc", "verify", str(signed_bundle), "--pubkey", str(keys["pub"]), check=True)
     lines = proc.stdout.splitlines()
     sections = [s["name"] for s in layout(tiny_bundle)["manifest"]["sections"]]
-    assert lines[0].startswith("ok: header and manifest (format 3.%d" % FORMAT_MINOR)
+    assert lines[0].startswith(f"ok: header and manifest (format {FORMAT_MAJOR}.{FORMAT_MINOR}")
     assert lines[1].startswith("ok: signature ed25519 by ed25519:")
     assert lines[2:] == [f"ok: section {name}" for name in sections] + ["ok: padding", "ok: contents (mel filterbank, vocabulary, weights)"]
     # Without a key: the signature is named, not trusted.
@@ -356,7 +345,7 @@ def test_without_the_sign_extra(tiny_bundle, signed_bundle, keys, sign_env, unsi
 
 
 # ----------------------------------------------------------------------------------------------
-# The slot's form, format 3.0
+# The slot's form
 
 
 def test_malformed_signature_slots_are_refused(signed_bundle, tmp_path):
@@ -393,33 +382,26 @@ def test_the_signature_slot_is_checked_against_the_layout(signed_bundle, tmp_pat
         rewrite_manifest(bad, lambda manifest, slot=slot: manifest.__setitem__("signature", slot))
         with pytest.raises(BundleError, match=needle):
             BundleReader(bad)
+
+
+@pytest.mark.parametrize("path, needle", [(("signature",), "no signature slot"), (("producer", "host"), "no producer host"),
+                                          (("model", "source_sha256"), "no model source_sha256")])
+def test_the_slot_and_the_provenance_are_required(signed_bundle, tmp_path, path, needle):
+    def drop(manifest):
+        owner = manifest
+        for key in path[:-1]:
+            owner = owner[key]
+        del owner[path[-1]]
+
     bad = copy(signed_bundle, tmp_path)
-    rewrite_manifest(bad, lambda manifest: manifest.pop("signature"))
-    with pytest.raises(BundleError, match="no signature slot"):  # required from 3.1
+    rewrite_manifest(bad, drop)
+    with pytest.raises(BundleError, match=needle):
         BundleReader(bad)
 
 
-def test_format_3_0_bundles_still_read(tiny_bundle, keys, sign_env, tmp_path, unsigned_text):
-    old = copy(tiny_bundle, tmp_path, "old.mxw")
-    as_format_3_0(old)
-    with BundleReader(old) as reader:
-        assert reader.manifest.format_version == (3, 0)
-        assert reader.manifest.signature is None and reader.signature is None
-        assert reader.manifest.producer.host is None and reader.manifest.model.source_sha256 is None
-        assert reader.manifest.to_dict() == layout(old)["manifest"]  # given back as stored
-        reader.verify()  # the old slot's bytes are zero padding now
-    proc = run_cli("mxwr", "run", str(old), str(JFK), python_bin=sign_env, check=True)
-    assert proc.stdout == unsigned_text
-    run_cli("mxwc", "verify", str(old), check=True)
-    proc = run_cli("mxwr", "run", "--require-signature", str(keys["pub"]), str(old), str(JFK), python_bin=sign_env)
-    assert_one_line_error(proc, "is not signed")
-    proc = run_cli("mxwc", "sign", str(old), "--key", str(keys["key"]))
-    assert proc.returncode == 1 and "no signature slot" in proc.stderr and "rebuild" in proc.stderr
-
-
-def test_a_3_0_reader_would_read_a_signed_bundle(signed_bundle):
-    """The manifest still ends the file, and the slot lies in what 3.0 readers take for padding
-    between the sections and the manifest (they check no more)."""
+def test_the_slot_lies_between_the_sections_and_the_manifest(signed_bundle):
+    """Signing writes the slot alone: the manifest still ends the file, after the slot, and the
+    slot after every section."""
     fields = layout(signed_bundle)
     assert fields["offset"] + fields["length"] == signed_bundle.stat().st_size
     ends = max(s["offset"] + s["length"] for s in fields["manifest"]["sections"])
@@ -448,7 +430,7 @@ def test_provenance_is_recorded(tiny_bundle, sign_env):
 
     with BundleReader(tiny_bundle) as reader:
         m = reader.manifest
-    assert m.format_version == (3, FORMAT_MINOR) == (3, 2)
+    assert m.format_version == (FORMAT_MAJOR, FORMAT_MINOR) == (4, 0)
     assert m.producer.version == mxwc.__version__ and m.producer.max_version == version("max")
     host = m.producer.host
     assert (host.system, host.machine) == (platform.system(), platform.machine())
@@ -481,7 +463,7 @@ def test_inspect_runs_the_same_checks(signed_bundle, keys, sign_env, tmp_path):
     assert_one_line_error(run_cli("mxwr", "inspect", str(bad), python_bin=sign_env), *needles)
 
 
-def test_schema_requires_the_3_1_fields(tiny_bundle):
+def test_schema_requires_the_slot_and_the_provenance(tiny_bundle):
     import jsonschema
 
     schema = json.loads((ROOT / "schemas" / "manifest.schema.json").read_text())
@@ -494,7 +476,3 @@ def test_schema_requires_the_3_1_fields(tiny_bundle):
             owner = owner[key]
         del owner[path[-1]]
         assert list(jsonschema.Draft202012Validator(schema).iter_errors(broken)), path
-        broken["format_version"] = [3, 0]  # 3.0 manifests have none of them
-        if path == ("signature",):
-            del broken["producer"]["host"], broken["model"]["source_sha256"]
-            jsonschema.validate(broken, schema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mxwr.decoding import top_k
+from mxwr.scores import top_k
 
 
 def test_top_k_is_the_stable_sorts_first_k():

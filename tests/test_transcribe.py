@@ -105,22 +105,57 @@ def test_beam_bundle_refuses_other_sizes(tiny_beams):
         tiny_beams.transcribe(DEV / "jfk_inaugural.wav", beam_size=3)
 
 
-def test_reorder_graph_permutes_cache_rows(tiny_beams):
-    """Cache rows follow beam_search's choice on the device: row r becomes old row src[r]."""
+def _random_cache(model, role, rng):
+    import numpy as np
+
+    cache = model.new_cache(role)
+    values = []
+    for buf in cache.buffers:
+        values.append(rng.standard_normal(buf.shape).astype(np.float32))
+        buf.inplace_copy_from(type(buf).from_numpy(values[-1]))
+    return cache, values
+
+
+def test_fork_copies_each_window_to_its_sequences(tiny_beams):
+    """Every sequence of a window starts from the window's caches: its prompt's positions (the
+    ones a step reads before it writes) equal the window's."""
     import numpy as np
 
     model = tiny_beams.model
-    cache = model.new_cache()
-    rng = np.random.default_rng(0)
-    before = []
-    for buf in cache.buffers:
-        values = rng.standard_normal(buf.shape).astype(np.float32)
-        buf.inplace_copy_from(type(buf).from_numpy(values))
-        before.append(values)
-    source = [3, 3, 0, 4, 1]
-    model.reorder(cache, source)
+    rng = np.random.default_rng(1)
+    windows, window_values = _random_cache(model, "step", rng)
+    sequences, _ = _random_cache(model, "group_step", rng)
+    length = 37
+    model.fork(windows, sequences, length)
+    for buf, values in zip(sequences.buffers, window_values):
+        forked = buf.to_numpy()
+        assert forked.shape[0] == model.rows == 5 * values.shape[0]
+        np.testing.assert_array_equal(forked[:, :, :length], np.repeat(values, 5, axis=0)[:, :, :length])
+
+
+def test_reorder_graph_permutes_cache_rows(tiny_beams):
+    """Cache rows follow beam_search's choice on the device: row r becomes old row src[r], at
+    every position written so far (later ones are written before they are read)."""
+    import numpy as np
+
+    model = tiny_beams.model
+    cache, before = _random_cache(model, "group_step", np.random.default_rng(0))
+    source, length = [3, 3, 0, 4, 1], 52
+    model.reorder(cache, source, length)
     for buf, values in zip(cache.buffers, before):
-        np.testing.assert_array_equal(buf.to_numpy(), values[source])
+        np.testing.assert_array_equal(buf.to_numpy()[:, :, :length], values[source][:, :, :length])
+
+
+def test_greedy_on_a_beams_bundle_steps_one_row_a_window(tiny_beams_bundle, reference_model):
+    """A bundle built for 5 beams decodes greedily with its one-row graphs: the group's graphs
+    are never loaded, and the transcript is openai-whisper's."""
+    from mxwr.transcribe import Transcriber
+
+    fresh = Transcriber(tiny_beams_bundle, device="cpu")
+    clip = DEV / "jfk_inaugural.wav"
+    ours = fresh.transcribe(clip, temperature=0.0)
+    assert_same_result(ours, reference(reference_model, clip, temperature=0.0))
+    assert not {"fork", "group_step", "reorder"} & set(fresh.model._graphs)
 
 
 # ----------------------------------------------------------------------------------------------

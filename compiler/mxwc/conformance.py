@@ -2,8 +2,10 @@
 
 When a transcript differs, this says which graph moved: log-mel (numpy front end), encoder
 (features and cross-attention K/V), prefill (first-step logits), step (logits along the
-reference's own token sequence), align (the alignment heads' cross-attention scores and the
-token probabilities word timestamps use), and finally the tokens themselves.
+reference's own token sequence), group_step (the same for every sequence of a window, after
+fork), the graphs' summary of the text tokens against the logits they gave, align (the
+alignment heads' cross-attention scores and the token probabilities word timestamps use), and
+finally the tokens themselves.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ MEL_MAX_ABS = 1e-3
 ENCODER_REL = 1e-4
 LOGITS_MAX_ABS = 1e-3
 PROBS_MAX_ABS = 1e-4
+SUMMARY_MAX_ABS = 1e-4  # float32 log-sum-exp of ~50k terms, summed in float64 on both sides
 
 
 @dataclass
@@ -107,19 +110,36 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     # Prefill: first-step logits on the prompt.
     cache = t.model.new_cache()
     unmasked = t.model.suppress_mask([])
-    tokens = np.array([prompt] * t.model.rows, dtype=np.int64)
+    tokens = np.array([prompt] * t.model.batch, dtype=np.int64)
     first = t.model.prefill(ctx, cache, tokens, 0, unmasked).logits.to_numpy()[0, 0]
     with torch.no_grad():
         ref_logits = ref.decoder(torch.tensor([sequence]), ref_features)[0].numpy()
     rows.append(Row("prefill", "first-step logits max |diff|", float(np.abs(first - ref_logits[len(prompt) - 1]).max()), LOGITS_MAX_ABS))
 
     # Step: teacher-forced along the reference's tokens, every position compared.
-    worst = 0.0
+    worst, summary = 0.0, 0.0
+    text_end = special.eot
+    if t.model.has("group_step"):  # every sequence of the window from the same prompt
+        group_cache = t.model.new_cache("group_step")
+        t.model.fork(cache, group_cache, len(prompt))
     for pos in range(len(prompt), len(sequence)):
-        token = np.full(t.model.rows, sequence[pos], dtype=np.int64)
-        logits = t.model.step(ctx, cache, token, pos, unmasked).logits.to_numpy()[0]
+        token = np.full(t.model.batch, sequence[pos], dtype=np.int64)
+        out = t.model.step(ctx, cache, token, pos, unmasked)
+        logits = out.logits.to_numpy()[0]
         worst = max(worst, float(np.abs(logits - ref_logits[pos]).max()))
+        if out.text_summary is not None:
+            summary = max(summary, _summary_error(out, text_end))
     rows.append(Row("step", f"logits max |diff| over {len(sequence) - len(prompt)} steps", worst, LOGITS_MAX_ABS))
+    if t.model.has("group_step"):
+        worst = 0.0
+        for pos in range(len(prompt), len(sequence)):
+            token = np.full(t.model.rows, sequence[pos], dtype=np.int64)
+            out = t.model.step(ctx, group_cache, token, pos, unmasked, role="group_step")
+            worst = max(worst, float(np.abs(out.logits.to_numpy() - ref_logits[pos]).max()))
+            summary = max(summary, _summary_error(out, text_end))
+        rows.append(Row("group_step", f"logits max |diff|, {t.model.rows} sequences", worst, LOGITS_MAX_ABS))
+    if t.model.text_summary:
+        rows.append(Row("summary", "text top-k and log-sum-exp vs its logits, max |diff|", summary, SUMMARY_MAX_ABS))
 
     if t.model.has("align"):
         rows += _align_rows(t, ref, ctx, ref_features, sequence + [special.eot], len(prompt) - 1)
@@ -129,6 +149,23 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     ours = DecodingTask(t.model, special, options).run(t.model.encode(np.repeat(mel[None], t.model.batch, axis=0)))[0]
     rows.append(Row("tokens", "mismatched tokens vs openai-whisper", float(_mismatches(ours.tokens, list(expected.tokens))), 0.0))
     return rows if reference is None else [replace(r, threshold=None) for r in rows]
+
+
+def _summary_error(out, text_end: int) -> float:
+    """How far a decoder graph's text summary (unmasked) is from its own logits: the best ids
+    must be numpy's (stable, largest first), their logits and the log-sum-exp within float32."""
+    from mxwr.scores import logsumexp
+
+    logits = out.logits.to_numpy().reshape(-1, out.logits.shape[-1])[:, :text_end]
+    ids, values, lse = (b.to_numpy() for b in out.text_summary)
+    ids, values, lse = ids.reshape(len(logits), -1), values.reshape(len(logits), -1), lse.reshape(len(logits))
+    error = 0.0
+    for row, x in enumerate(logits):
+        expected = np.argsort(-x, kind="stable")[: ids.shape[1]]
+        if ids[row].tolist() != expected.tolist():
+            return float("inf")
+        error = max(error, float(np.abs(values[row] - x[expected]).max()), abs(float(lse[row]) - float(logsumexp(x))))
+    return error
 
 
 def _align_rows(t, ref, ctx, ref_features, sequence: list[int], sot_len: int) -> list[Row]:

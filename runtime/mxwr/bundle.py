@@ -131,7 +131,7 @@ class BundleWriter:
     def finish(self, manifest: Manifest) -> Path:
         """Writes `manifest` with this writer's sections, checked as a reader will check it."""
         # The signature slot lies before the manifest, so that a signed bundle still has its manifest
-        # at the end (readers of 3.0 read it) and signing rewrites nothing the signature covers.
+        # at the end and signing rewrites nothing the signature covers.
         slot = SignatureSlot(self._pad(), MAX_SIGNATURE_SLOT)
         self._f.write(b"\0" * slot.length)
         manifest = replace(manifest, format_version=(FORMAT_MAJOR, FORMAT_MINOR), sections=tuple(self._sections),
@@ -242,8 +242,8 @@ class BundleReader:
             raise
 
     def _read_signature(self) -> "SignatureBlock | None":
-        """The signature slot's block, or None when the slot holds zeros (unsigned) or the bundle
-        has no slot (format 3.0). Its form is checked here; whether it verifies, by `mxwr.signing`."""
+        """The signature slot's block, or None when the slot holds zeros (unsigned). Its form is
+        checked here; whether it verifies, by `mxwr.signing`."""
         slot = self.manifest.signature
         if slot is None:
             return None

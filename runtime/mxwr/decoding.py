@@ -8,8 +8,13 @@ end-of-text or after `sample_len` tokens, and the same ranking of a group's cand
 
 Two paths, one result. Plain greedy decoding without timestamps (the common fast case) lets
 the graphs pick each token on the device: a step sends nothing and brings back only the token
-ids and their log-probabilities. Everything else (timestamp rules, sampling, beams) reads each
-step's logits on the host and applies the rules in numpy, as openai-whisper does in torch.
+ids and their log-probabilities. Everything else (timestamp rules, sampling, beams) applies the
+rules on the host, as openai-whisper does in torch, to each step's logits (`mxwr.scores`): where
+the graphs summarize the text tokens, to that summary and the special tokens' logits; else to
+every logit in numpy.
+
+Beam search and best-of decode a window's G sequences together: its prompt goes through the
+prefill once, `fork` copies that window's caches to its G sequences, and `group_step` steps them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import numpy as np
 
 from .constants import CHUNK_LENGTH
 from .errors import MxwError
-from .model import AudioContext, Fetch, KVCache, WhisperModel
+from .model import AudioContext, DecoderOutput, Fetch, KVCache, WhisperModel
+from .scores import DenseLogits, SplitLogits, log_softmax
 from .tokens import SpecialTokens
 
 
@@ -65,15 +71,6 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data))
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """float32 in, float32 out, as torch's `log_softmax(logits.float())`."""
-    x = np.asarray(x, dtype=np.float32)
-    top = x.max(axis=-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0)
-    shifted = x - top
-    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
-
-
 def suppress_token_ids(options: DecodingOptions, special: SpecialTokens) -> list[int]:
     """openai-whisper's `DecodingTask._get_suppress_tokens`."""
     value = options.suppress_tokens
@@ -89,25 +86,25 @@ def suppress_token_ids(options: DecodingOptions, special: SpecialTokens) -> list
 
 
 # ----------------------------------------------------------------------------------------------
-# Logit rules (numpy, in place on logits [N, V] given the tokens so far [N, T])
+# Logit rules (in place on the logits of N rows, `mxwr.scores`, given the tokens so far [N, T])
 
 
 class SuppressBlank:
     def __init__(self, special: SpecialTokens, sample_begin: int):
-        self.ids = list(special.blank) + [special.eot]
+        self.ids = np.array(list(special.blank) + [special.eot])
         self.sample_begin = sample_begin
 
-    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+    def apply(self, logits, tokens: np.ndarray) -> None:
         if tokens.shape[1] == self.sample_begin:
-            logits[:, self.ids] = -np.inf
+            logits.mask_ids(self.ids)
 
 
 class SuppressTokens:
     def __init__(self, ids: list[int]):
-        self.ids = ids
+        self.ids = np.array(ids, dtype=np.int64)
 
-    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
-        logits[:, self.ids] = -np.inf
+    def apply(self, logits, tokens: np.ndarray) -> None:
+        logits.mask_ids(self.ids)
 
 
 class ApplyTimestampRules:
@@ -120,51 +117,30 @@ class ApplyTimestampRules:
         self.sample_begin = sample_begin
         self.max_initial_timestamp_index = max_initial_timestamp_index
 
-    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+    def apply(self, logits, tokens: np.ndarray) -> None:
         ts, eot = self.special.timestamp_begin, self.special.eot
-        logits[:, self.special.no_timestamps] = -np.inf
+        logits.mask_ids(np.array([self.special.no_timestamps]))
         for k in range(tokens.shape[0]):
             sampled = tokens[k, self.sample_begin :]
             last_was_timestamp = len(sampled) >= 1 and sampled[-1] >= ts
             penultimate_was_timestamp = len(sampled) < 2 or sampled[-2] >= ts
             if last_was_timestamp:
                 if penultimate_was_timestamp:  # a pair just closed: text (or end) must follow
-                    logits[k, ts:] = -np.inf
+                    logits.mask(k, ts)
                 else:  # an opening timestamp: no text token may follow it directly
-                    logits[k, :eot] = -np.inf
+                    logits.mask(k, 0, eot)
             timestamps = sampled[sampled >= ts]
             if len(timestamps) > 0:
                 # Never decreasing; a segment that just opened must also have a non-zero length.
                 last = timestamps[-1] if last_was_timestamp and not penultimate_was_timestamp else timestamps[-1] + 1
-                logits[k, ts:last] = -np.inf
+                logits.mask(k, ts, int(last))
         if tokens.shape[1] == self.sample_begin:
-            logits[:, :ts] = -np.inf
+            logits.mask(slice(None), 0, ts)
             if self.max_initial_timestamp_index is not None:
-                logits[:, ts + self.max_initial_timestamp_index + 1 :] = -np.inf
-        logprobs = log_softmax(logits)
+                logits.mask(slice(None), ts + self.max_initial_timestamp_index + 1)
         for k in range(tokens.shape[0]):
-            timestamp_logprob = _logsumexp(logprobs[k, ts:])
-            if timestamp_logprob > logprobs[k, :ts].max():
-                logits[k, :ts] = -np.inf
-
-
-def top_k(x: np.ndarray, k: int) -> np.ndarray:
-    """The indices of the k largest values of x in torch.topk's order (descending value, ties
-    by lower index): the first k of a stable descending sort, without sorting the vocabulary."""
-    if k >= len(x):
-        return np.argsort(-x, kind="stable")[:k]
-    threshold = np.partition(x, len(x) - k)[len(x) - k]  # the k-th largest value
-    above = np.flatnonzero(x > threshold)
-    tied = np.flatnonzero(x == threshold)[: k - len(above)]  # the lowest ids among equals
-    chosen = np.concatenate([above, tied])
-    return chosen[np.argsort(-x[chosen], kind="stable")]
-
-
-def _logsumexp(x: np.ndarray) -> np.float32:
-    top = x.max()
-    if not np.isfinite(top):
-        return top
-    return np.float32(top + np.log(np.exp(x - top).sum(dtype=np.float32)))
+            if logits.logsumexp_logprobs(k, ts) > logits.max_logprob(k, 0, ts):
+                logits.mask(k, 0, ts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,22 +148,22 @@ def _logsumexp(x: np.ndarray) -> np.float32:
 
 
 class GreedySampler:
-    """Argmax at temperature 0, else a sample of softmax(logits / T) from a seeded generator."""
+    """Argmax at temperature 0, else a sample of softmax(logits / T) from a seeded generator
+    (which needs every logit: `DenseLogits`)."""
 
     def __init__(self, temperature: float, eot: int, rng: np.random.Generator):
         self.temperature, self.eot, self.rng = temperature, eot, rng
 
-    def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray):
+    def update(self, tokens: np.ndarray, logits, sum_logprobs: np.ndarray):
         if self.temperature == 0:
-            next_tokens = logits.argmax(axis=-1)
+            next_tokens = logits.argmax()
         else:
-            probs = np.exp(log_softmax(logits / np.float32(self.temperature)).astype(np.float64))
+            probs = np.exp(log_softmax(logits.logits / np.float32(self.temperature)).astype(np.float64))
             cumulative = np.cumsum(probs, axis=-1)
-            draws = self.rng.random(len(logits)) * cumulative[:, -1]
+            draws = self.rng.random(logits.rows) * cumulative[:, -1]
             next_tokens = np.array([np.searchsorted(c, d, side="right") for c, d in zip(cumulative, draws)])
-            next_tokens = np.minimum(next_tokens, logits.shape[1] - 1)
-        logprobs = log_softmax(logits)
-        current = logprobs[np.arange(len(next_tokens)), next_tokens]
+            next_tokens = np.minimum(next_tokens, logits.logits.shape[1] - 1)
+        current = logits.logprob(np.arange(len(next_tokens)), next_tokens)
         sum_logprobs += current * (tokens[:, -1] != self.eot)
         next_tokens[tokens[:, -1] == self.eot] = self.eot
         tokens = np.concatenate([tokens, next_tokens[:, None]], axis=1)
@@ -211,21 +187,20 @@ class BeamSearch:
             raise MxwError(f"invalid beam size ({beam_size}) or patience ({patience})")
         self.finished: list[dict[tuple[int, ...], float]] | None = None
 
-    def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray):
+    def update(self, tokens: np.ndarray, logits, sum_logprobs: np.ndarray):
         n_audio = tokens.shape[0] // self.beam_size
         if self.finished is None:
             self.finished = [{} for _ in range(n_audio)]
-        logprobs = log_softmax(logits)
         next_tokens, sources, newly_finished = [], [], []
         for i in range(n_audio):
             scores, source, finished = {}, {}, {}
             for j in range(self.beam_size):
                 row = i * self.beam_size + j
                 prefix = tokens[row].tolist()
-                top = top_k(logprobs[row], self.beam_size + 1)
-                for token in top:
-                    sequence = tuple(prefix + [int(token)])
-                    scores[sequence] = float(np.float32(sum_logprobs[row] + logprobs[row, token]))
+                top = logits.top_k(row, self.beam_size + 1)
+                for token, logprob in zip(top.tolist(), logits.logprob(np.full(len(top), row), top)):
+                    sequence = tuple(prefix + [token])
+                    scores[sequence] = float(np.float32(sum_logprobs[row] + logprob))
                     source[sequence] = row
             saved = 0
             for sequence in sorted(scores, key=scores.get, reverse=True):
@@ -306,10 +281,15 @@ class DecodingTask:
 
         # Greedy without timestamps: the graphs apply the masks and pick tokens on the device.
         self.on_device = options.temperature == 0 and self.n_group == 1 and options.without_timestamps
-        self.suppress = model.suppress_mask(suppress)
+        # Otherwise the rules run on the host: on the graphs' summary of the text tokens where
+        # they give one and every logit need not be drawn from, else on every logit.
+        self.summarized = model.text_summary and options.temperature == 0
+        # The masks the graphs apply (to their greedy choice and summary): the fixed ones, and at
+        # the first sampled position the blank ones too (`SuppressBlank`).
         first = suppress + (list(special.blank) + [special.eot] if options.suppress_blank else [])
+        self.masks = {False: frozenset(suppress), True: frozenset(first)}  # keyed by "first position"
+        self.suppress = model.suppress_mask(suppress)
         self.suppress_first = model.suppress_mask(first)
-        self.no_suppress = model.suppress_mask([])
 
     def _verify(self, options: DecodingOptions) -> DecodingOptions:
         special = self.special
@@ -351,16 +331,15 @@ class DecodingTask:
     def run(self, ctx: AudioContext) -> list[DecodingResult]:
         """One result per window of the batch."""
         special, model, options = self.special, self.model, self.options
-        n_audio, g = model.batch, model.group
+        n_audio = model.batch
         tokens = np.array([self.initial_tokens] * n_audio, dtype=np.int64)
         languages = [options.language or "en"] * n_audio
         language_probs: list[dict[str, float] | None] = [None] * n_audio
         if special.multilingual and options.language is None:
             languages, language_probs = detect_language(model, special, ctx)
             tokens[:, self.sot_index + 1] = [special.languages[lang] for lang in languages]
-        tokens = np.repeat(tokens, g, axis=0)  # every row of a window starts alike
 
-        cache = model.new_cache()
+        cache = model.new_cache("step")
         if self.on_device:
             tokens, sum_logprobs, no_speech = self._loop_on_device(ctx, cache, tokens)
             sampler = GreedySampler(0.0, special.eot, None)
@@ -369,9 +348,6 @@ class DecodingTask:
                        else GreedySampler(options.temperature, special.eot, np.random.default_rng(options.seed)))
             tokens, sum_logprobs, no_speech = self._loop_on_host(ctx, cache, tokens, sampler)
 
-        # A group-built bundle decoding one sequence per window: every row of a window is alike.
-        rows = slice(None) if self.n_group == g else slice(None, None, g)
-        tokens, sum_logprobs, no_speech = tokens[rows], sum_logprobs[rows], no_speech[rows]
         n = self.n_group
         candidates, scores = sampler.finalize(tokens.reshape(n_audio, n, -1), sum_logprobs.reshape(n_audio, n))
         if any(score != score for row in scores for score in row) or np.isnan(no_speech).any():
@@ -385,21 +361,21 @@ class DecodingTask:
             text = special.vocab.decode(sampled).strip()
             results.append(DecodingResult(
                 tokens=sampled, text=text, language=languages[i],
-                avg_logprob=float(scores[i][best]) / (len(sampled) + 1), no_speech_prob=float(no_speech[i * n]),
+                avg_logprob=float(scores[i][best]) / (len(sampled) + 1), no_speech_prob=float(no_speech[i]),
                 temperature=options.temperature, compression_ratio=compression_ratio(text),
                 language_probs=language_probs[i],
             ))
         return results
 
     def _prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, last_mask: Any):
-        """The initial tokens through the prefill graph, prompt_len at a time; returns (the output
-        at the last position, a read of the logits at start-of-transcript, taken now and waited
-        for only when `_no_speech` needs them)."""
+        """Each window's initial tokens through the prefill graph, prompt_len at a time; returns
+        (the output at the last position, a read of the logits at start-of-transcript, taken
+        now and waited for only when `_no_speech` needs them)."""
         model, P, n = self.model, self.model.prompt_len, tokens.shape[1]
         for start in range(0, n, P):
             has_sot = start <= self.sot_index < start + P
             out = model.prefill(ctx, cache, tokens[:, start : start + P], self.sot_index - start if has_sot else 0,
-                                last_mask if start + P >= n else self.no_suppress, offset=start)
+                                last_mask if start + P >= n else self.suppress, offset=start)
             if has_sot:
                 at_sot = model.read_later(out.logits)
         return out, at_sot
@@ -432,23 +408,43 @@ class DecodingTask:
         return tokens, sum_logprobs, self._no_speech(at_sot)
 
     def _loop_on_host(self, ctx, cache, tokens: np.ndarray, sampler):
+        """The rules and the sampler on the host, a step at a time. Several sequences a window:
+        the prompt runs once a window, then `fork` gives each sequence its copy of the caches."""
+        model, n = self.model, self.n_group
+        out, at_sot = self._prefill(ctx, cache, tokens, self.suppress_first)
+        role = "step"
+        if n > 1:
+            role, windows = "group_step", cache
+            cache = model.new_cache(role)
+            model.fork(windows, cache, tokens.shape[1])
+            tokens = np.repeat(tokens, n, axis=0)
         sum_logprobs = np.zeros(len(tokens), dtype=np.float32)
-        out, at_sot = self._prefill(ctx, cache, tokens, self.no_suppress)
         for i in range(self.sample_len):
             if i > 0:
-                out = self.model.step(ctx, cache, tokens[:, -1], tokens.shape[1] - 1, self.no_suppress)
-            logits = out.logits.to_numpy()
-            if logits.ndim == 3:  # the prefill's [rows, (last position, start-of-transcript), V]
-                logits = logits[:, 0]
-            logits = logits.copy()
+                out = model.step(ctx, cache, tokens[:, -1], tokens.shape[1] - 1, self.suppress, role=role)
+            logits = self._scores(out, first=i == 0, repeat=n if i == 0 else 1)
             for rule in self.rules:
                 rule.apply(logits, tokens)
             tokens, completed, sources = sampler.update(tokens, logits, sum_logprobs)
-            if sources is not None and sources != list(range(len(sources))):
-                self.model.reorder(cache, sources)
+            # The first choice of a window's sequences is made from identical rows: no reorder.
+            if i > 0 and sources is not None and sources != list(range(len(sources))):
+                model.reorder(cache, sources, tokens.shape[1] - 1)
             if completed or tokens.shape[1] > self.max_tokens:
                 break
         return tokens, sum_logprobs, self._no_speech(at_sot)
+
+    def _scores(self, out: DecoderOutput, first: bool, repeat: int):
+        """One step's logits as the rules take them (`mxwr.scores`); the prefill's at its last
+        position, each window's row repeated for its sequences."""
+        eot = self.special.eot
+        logits = out.logits.to_numpy()
+        if logits.ndim == 3:  # the prefill's [rows, (last position, start-of-transcript), V]
+            logits = logits[:, 0]
+        if not self.summarized:
+            return DenseLogits(np.repeat(logits, repeat, axis=0))
+        top_ids, top_logits, lse = (np.repeat(b.to_numpy(), repeat, axis=0) for b in out.text_summary)
+        return SplitLogits(np.repeat(logits[:, eot:], repeat, axis=0), eot, top_ids, top_logits, lse,
+                           self.masks[first])
 
 
 def detect_language(model: WhisperModel, special: SpecialTokens,
@@ -457,8 +453,8 @@ def detect_language(model: WhisperModel, special: SpecialTokens,
     the language tokens, their most probable language and the probabilities of all of them."""
     if not special.multilingual:
         raise MxwError("this model doesn't have language tokens so it can't perform lang id")
-    sot = np.full((model.rows, 1), special.sot, dtype=np.int64)
-    logits = model.prefill(ctx, model.new_cache(), sot, 0, model.suppress_mask([])).logits.to_numpy()[:: model.group, 0]
+    sot = np.full((model.batch, 1), special.sot, dtype=np.int64)
+    logits = model.prefill(ctx, model.new_cache("step"), sot, 0, model.suppress_mask([])).logits.to_numpy()[:, 0]
     codes = list(special.languages)
     ids = np.array([special.languages[c] for c in codes])
     lang_logits = logits[:, ids].astype(np.float32)

@@ -43,11 +43,19 @@ class Layout:
     cache_kernel: bool = False  # the step writes its cache slot with our kernel (mxwc/kernels/cache.mojo)
     logits_kernel: bool = False  # logits + greedy token of a few rows by our kernel (logits.mojo)
     single_query: bool = False  # the step attends by float32 sums instead of batched matmuls
+    # The CPU's own kernels for the decoder steps (attention.mojo, products.mojo, cache.mojo): they
+    # attend over the cache slots written so far and over the window's cross K/V, multiply their
+    # few rows by the weights at the memory's speed, and fork/reorder copy only written slots.
+    step_kernels: bool = False
+    # The decoder graphs also give each row's best text tokens and the log-sum-exp of its text
+    # logits (`_choice`), so the host applies openai-whisper's logit rules to the special
+    # tokens alone (`mxwr.scores`).
+    text_summary: bool = False
 
     @property
     def kernels(self) -> bool:
         """Whether any of our kernels is built into the decoder graphs."""
-        return self.cache_kernel or self.logits_kernel
+        return self.cache_kernel or self.logits_kernel or self.step_kernels
 
     @classmethod
     def of(cls, gpu: bool, dtype: str) -> "Layout":
@@ -72,7 +80,7 @@ class Layout:
 
 
 PLAIN = Layout()
-CPU = Layout(cache_kernel=True, logits_kernel=True)
+CPU = Layout(cache_kernel=True, logits_kernel=True, step_kernels=True, text_summary=True)
 TILED = Layout(tile=MATMUL_TILE, cross_v_transposed=True, cache_kernel=True, logits_kernel=True, single_query=True)
 
 
@@ -113,12 +121,12 @@ def cache_names(n_layer: int) -> list[str]:
     return [f"self_k.{i}" for i in range(n_layer)] + [f"self_v.{i}" for i in range(n_layer)]
 
 
-def _caches(g: Geometry) -> list[Port]:
+def _caches(g: Geometry, rows: int, prefix: str = "", kind: str = "buffer") -> list[Port]:
     # Never padded: the step reads them with single-query sums (no tile), and the prefill
     # attends over its own keys/values before it stores them.
     d, s = g.dims, g.shape
-    shape = (s.rows, d.n_text_head, s.max_seq, d.text_head_width)
-    return [Port(name, g.dtype, shape, "buffer") for name in cache_names(d.n_text_layer)]
+    shape = (rows, d.n_text_head, s.max_seq, d.text_head_width)
+    return [Port(prefix + name, g.dtype, shape, kind) for name in cache_names(d.n_text_layer)]
 
 
 def _cross(g: Geometry) -> list[Port]:
@@ -130,9 +138,30 @@ def _cross(g: Geometry) -> list[Port]:
     return [Port("cross_k", g.dtype, (*lead, slots, width)), Port("cross_v", g.dtype, (*lead, *v))]
 
 
-def _choice(rows: int) -> list[Port]:
-    """openai-whisper's greedy choice under the suppress mask, and its log-probability."""
-    return [Port("next_token", "int64", (rows,)), Port("next_logprob", "float32", (rows,))]
+def summary_width(shape: Shape) -> int:
+    """How many of each row's best text tokens a decoder graph gives: beam search proposes
+    beam_size + 1 tokens a row, and greedy needs one."""
+    return shape.group + 1
+
+
+def _decoder_inputs(g: Geometry, rows: int) -> list[Port]:
+    """What the decoder graphs take besides their tokens and position: the suppress mask (and
+    where the text tokens end, where the graph summarizes them), the caches, cross K/V."""
+    text = [Port("text_end", "int64", (1,))] if g.layout.text_summary else []
+    return [Port("suppress", "float32", (g.dims.n_vocab,)), *text, *_caches(g, rows), *_cross(g)]
+
+
+def _choice(g: Geometry, rows: int) -> list[Port]:
+    """openai-whisper's greedy choice under the suppress mask, and its log-probability; where the
+    layout summarizes the text tokens (ids below `text_end`), under the same mask: the best
+    `summary_width` of them (largest first, the lower id first among equals) and the log-sum-exp
+    of all of them."""
+    ports = [Port("next_token", "int64", (rows,)), Port("next_logprob", "float32", (rows,))]
+    if g.layout.text_summary:
+        k = summary_width(g.shape)
+        ports += [Port("text_top_ids", "int64", (rows, k)), Port("text_top_logits", "float32", (rows, k)),
+                  Port("text_logsumexp", "float32", (rows,))]
+    return ports
 
 
 @dataclass(frozen=True)
@@ -144,9 +173,15 @@ class GraphSpec:
     replayed: bool = True  # GPU runtimes record it once as a device graph and replay it
     kernels: bool = False  # may call our own kernels, where the layout has them
     on_demand: bool = False  # not every run uses it: where graphs are not replayed, loaded when first run
+    # The decoder graphs' batch: a row per window (`batch`) or per sequence (`rows`: beams, samples).
+    rows: Callable[[Shape], int] = lambda shape: shape.batch
 
     def signature(self, g: Geometry) -> tuple[list[Port], list[Port]]:
         return self.inputs(g), self.outputs(g)
+
+
+def _grouped(shape: Shape, word_timestamps: bool) -> bool:
+    return shape.group > 1
 
 
 SPECS: dict[str, GraphSpec] = {
@@ -167,40 +202,73 @@ SPECS: dict[str, GraphSpec] = {
                 *_cross(g),
             ],
         ),
-        # prompt_len tokens of the prompt (the last chunk padded) at positions offset.. (on the
-        # device) -> logits at two of them: the last real one and start-of-transcript (for the
-        # no-speech probability); fills those cache positions, attending to all before them.
+        # prompt_len tokens of each window's prompt (the last chunk padded) at positions offset..
+        # (on the device) -> logits at two of them: the last real one and start-of-transcript
+        # (for the no-speech probability); fills those cache positions, attending to all before
+        # them. A window's sequences share their prompt: it runs once a window, and `fork` copies
+        # it to every sequence.
         GraphSpec(
             "prefill",
             inputs=lambda g: [
-                Port("tokens", "int64", (g.shape.rows, g.shape.prompt_len)),
+                Port("tokens", "int64", (g.shape.batch, g.shape.prompt_len)),
                 Port("offset", "int64", (1,)),
                 Port("logit_positions", "int64", (2,)),
-                Port("suppress", "float32", (g.dims.n_vocab,)),
-                *_caches(g), *_cross(g),
+                *_decoder_inputs(g, g.shape.batch),
             ],
-            outputs=lambda g: [Port("logits", "float32", (g.shape.rows, 2, g.dims.n_vocab)), *_choice(g.shape.rows)],
+            outputs=lambda g: [Port("logits", "float32", (g.shape.batch, 2, g.dims.n_vocab)),
+                               *_choice(g, g.shape.batch)],
             kernels=True,
         ),
-        # One token per row at `position` (on the device): writes that cache slot, attends 0..position.
+        # One token per window at `position` (on the device): writes that cache slot, attends 0..position.
         GraphSpec(
             "step",
             inputs=lambda g: [
-                Port("token", "int64", (g.shape.rows,)),
+                Port("token", "int64", (g.shape.batch,)),
                 Port("position", "int64", (1,)),
-                Port("suppress", "float32", (g.dims.n_vocab,)),
-                *_caches(g), *_cross(g),
+                *_decoder_inputs(g, g.shape.batch),
             ],
-            outputs=lambda g: [Port("logits", "float32", (g.shape.rows, g.dims.n_vocab)), *_choice(g.shape.rows)],
+            outputs=lambda g: [Port("logits", "float32", (g.shape.batch, g.dims.n_vocab)),
+                               *_choice(g, g.shape.batch)],
             kernels=True,
         ),
-        # Beam search: row r of every cache takes row source_rows[r], in place.
+        # Beam search and best-of: each window's caches (slots 0..length-1, its prompt) copied to
+        # every sequence of the window: sequence r takes window r // group.
+        GraphSpec(
+            "fork",
+            inputs=lambda g: [Port("length", "int64", (1,)), *_caches(g, g.shape.batch, kind="tensor"),
+                              *_caches(g, g.shape.rows, prefix="group_")],
+            outputs=lambda g: [],
+            present=_grouped,
+            kernels=True,
+            on_demand=True,
+            rows=lambda shape: shape.rows,
+        ),
+        # `step` for every sequence of every window (beams, samples), on the sequences' caches.
+        GraphSpec(
+            "group_step",
+            inputs=lambda g: [
+                Port("token", "int64", (g.shape.rows,)),
+                Port("position", "int64", (1,)),
+                *_decoder_inputs(g, g.shape.rows),
+            ],
+            outputs=lambda g: [Port("logits", "float32", (g.shape.rows, g.dims.n_vocab)),
+                               *_choice(g, g.shape.rows)],
+            present=_grouped,
+            kernels=True,
+            on_demand=True,
+            rows=lambda shape: shape.rows,
+        ),
+        # Beam search: row r of every sequence cache takes row source_rows[r] (slots 0..length-1
+        # at least), in place.
         GraphSpec(
             "reorder",
-            inputs=lambda g: [Port("source_rows", "int64", (g.shape.rows,)), *_caches(g)],
+            inputs=lambda g: [Port("source_rows", "int64", (g.shape.rows,)), Port("length", "int64", (1,)),
+                              *_caches(g, g.shape.rows)],
             outputs=lambda g: [],
-            present=lambda shape, word_timestamps: shape.group > 1,
+            present=_grouped,
+            kernels=True,
             on_demand=True,  # beam search only
+            rows=lambda shape: shape.rows,
         ),
         # Word timestamps: a whole sequence -> the alignment heads' cross-attention scores and
         # each next token's probability. Run once per window, so never recorded.
@@ -220,6 +288,7 @@ SPECS: dict[str, GraphSpec] = {
     )
 }
 REQUIRED = ("encoder", "prefill", "step")  # a bundle without these cannot decode
+GROUPED = ("fork", "group_step", "reorder")  # and a bundle of several sequences per window without these
 
 
 def roles(shape: Shape, word_timestamps: bool) -> list[str]:

@@ -18,11 +18,13 @@ from typing import Any, Mapping
 from .constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from .dims import ModelDims, Shape
 from .errors import BundleError
-from .graphspec import REQUIRED, SPECS, Geometry, Layout, Port, bind
+from .graphspec import GROUPED, REQUIRED, SPECS, Geometry, Layout, Port, bind
 from .quantization import SCHEMES, stored_tensors
 
-FORMAT_MAJOR = 3  # 3.0: the prefill takes its offset (prompts of any length in chunks); targets record their layout
-FORMAT_MINOR = 2  # 3.1: a signature slot; the build's provenance (source digest, build host). 3.2: a target's quantization
+# 4.0: a row per window in the prefill and step, the group graphs (fork, group_step) for several
+# sequences a window, the CPU's text summary; every field of 3.1 and 3.2 required.
+FORMAT_MAJOR = 4
+FORMAT_MINOR = 0
 ALIGN = 64  # sections, and tensors within them, start on 64-byte boundaries
 DTYPES = ("float32", "float16", "bfloat16")  # compute dtypes of a target
 # How a target's weights are stored (`quantization`: its tensors).
@@ -259,7 +261,7 @@ class Target(_Record):
     weights_section: str
     layout: Layout
     graphs: dict[str, GraphEntry]
-    quantization: str = "none"  # QUANTIZATIONS; absent before format 3.2
+    quantization: str = "none"  # QUANTIZATIONS
     gpu_index: int | None = field(default=None, compare=False)  # set once matched to a host GPU
 
     @property
@@ -268,9 +270,9 @@ class Target(_Record):
 
     @classmethod
     def from_dict(cls, d: Any) -> "Target":
-        d = _map(d, "target entry", ("name", "dtype", "weights_section", "layout", "graphs"), ("quantization",))
+        d = _map(d, "target entry", ("name", "dtype", "weights_section", "layout", "graphs", "quantization"))
         name = _str(d["name"], "target name")
-        quantization = d.get("quantization", "none")
+        quantization = d["quantization"]
         if not TARGET_NAME.match(name) or d["dtype"] not in DTYPES or quantization not in QUANTIZATIONS:
             raise _fail(f"a malformed target entry {_short(name)}")
         if quantization != "none" and (name != "cpu" or d["dtype"] != "float32"):
@@ -288,8 +290,9 @@ class Target(_Record):
         missing = [r for r in REQUIRED if r not in self.graphs]
         if missing:
             raise _fail(f"target {self.name} without the {', '.join(missing)} graph")
-        if shape.group > 1 and "reorder" not in self.graphs:
-            raise BundleError(f"bundle decodes {shape.group} sequences per window but has no reorder graph")
+        if shape.group > 1 and any(r not in self.graphs for r in GROUPED):
+            missing = [r for r in GROUPED if r not in self.graphs]
+            raise BundleError(f"bundle decodes {shape.group} sequences per window but has no {', '.join(missing)} graph")
         geometry = Geometry(dims, shape, self.dtype, self.layout, n_alignment_heads)
         device = "gpu" if self.is_gpu else "cpu"
         for role, graph in self.graphs.items():
@@ -331,11 +334,11 @@ class Producer(_Record):
     version: str  # the compiler's (mxwc's) version
     max_version: str  # the MAX that compiled the graphs
     created: str
-    host: Host | None = None  # from format 3.1
+    host: Host | None = None  # required when read (`Manifest.from_dict`)
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
-        if self.host is None:  # a 3.0 manifest, given back as it was stored
+        if self.host is None:  # a manifest being checked without it, given back as it was
             del d["host"]
         return d
 
@@ -352,11 +355,11 @@ class ModelInfo(_Record):
 
     name: str
     source: str
-    source_sha256: str | None = None  # from format 3.1: sha256 of the weight file(s), concatenated in order
+    source_sha256: str | None = None  # sha256 of the weight file(s), concatenated in order; required when read
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
-        if self.source_sha256 is None:  # a 3.0 manifest, given back as it was stored
+        if self.source_sha256 is None:  # a manifest being checked without it, given back as it was
             del d["source_sha256"]
         return d
 
@@ -482,11 +485,11 @@ class Manifest(_Record):
     audio: Audio
     alignment_heads: tuple[tuple[int, int], ...] | None  # [layer, head] pairs the align graph reads
     sections: tuple[Section, ...] = ()
-    signature: SignatureSlot | None = None  # from format 3.1 (the writer fills it in)
+    signature: SignatureSlot | None = None  # the writer fills it in; required when read
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
-        if self.signature is None:  # a 3.0 manifest, given back as it was stored
+        if self.signature is None:  # not filled in yet
             del d["signature"]
         return d
 
@@ -534,11 +537,11 @@ class Manifest(_Record):
             if hit is not None:
                 raise BundleError(f"bundle is corrupt: its signature slot overlaps section {_short(hit.name)}")
             m = replace(m, signature=slot)
-        if version[1] >= 1:  # what 3.1 added is required from 3.1 on (so a 3.1 bundle can always be signed)
-            missing = [what for what, value in (("producer host", m.producer.host), ("signature slot", m.signature),
-                                                ("model source_sha256", m.model.source_sha256)) if value is None]
-            if missing:
-                raise _fail(f"format {version[0]}.{version[1]} but no {', '.join(missing)}")
+        # Every manifest has them (so a bundle can always be signed); None only while a writer builds one.
+        missing = [what for what, value in (("producer host", m.producer.host), ("signature slot", m.signature),
+                                            ("model source_sha256", m.model.source_sha256)) if value is None]
+        if missing:
+            raise _fail(f"format {version[0]}.{version[1]} but no {', '.join(missing)}")
         m._check_references()
         return m
 

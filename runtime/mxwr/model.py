@@ -51,9 +51,19 @@ def reflect_padded(windows: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray
 class DecoderOutput:
     """A decoder graph's outputs, left on the device until something reads them."""
 
-    logits: Any  # [B, V] (step) or [B, 2, V] (prefill: last position, start-of-transcript)
-    token: Any  # [B] int64: the greedy next token under the suppress mask
-    logprob: Any  # [B] float32: its log-probability
+    logits: Any  # [R, V] (steps) or [B, 2, V] (prefill: last position, start-of-transcript)
+    token: Any  # [R] int64: the greedy next token under the suppress mask
+    logprob: Any  # [R] float32: its log-probability
+    # Where the layout summarizes the text tokens: their best ids and logits [R, K] and their
+    # log-sum-exp [R] under the suppress mask (`graphspec._choice`); else None.
+    text_summary: tuple[Any, Any, Any] | None = None
+
+    @classmethod
+    def of(cls, out: dict[str, Any]) -> "DecoderOutput":
+        summary = None
+        if "text_top_ids" in out:
+            summary = (out["text_top_ids"], out["text_top_logits"], out["text_logsumexp"])
+        return cls(out["logits"], out["next_token"], out["next_logprob"], summary)
 
 
 @dataclass
@@ -81,19 +91,21 @@ class Fetch:
 
 
 class KVCache:
-    """Self-attention key/value caches, one buffer per layer for K and for V, on the device."""
+    """Self-attention key/value caches, one buffer per layer for K and for V, on the device: a
+    row per window (`step`) or per sequence (`group_step`), as that graph's signature says."""
 
-    def __init__(self, model: "WhisperModel"):
+    def __init__(self, model: "WhisperModel", role: str = "step"):
+        self.role = role
         self.names = cache_names(model.dims.n_text_layer)
-        ports = [model.target.graphs["step"].input(name) for name in self.names]
+        ports = [model.target.graphs[role].input(name) for name in self.names]
         # Zeros, not garbage: masked slots still enter the attention products (as 0 * value).
         self.buffers = [
             _device_array(np.zeros(p.shape, dtype=NUMPY_DTYPES[p.dtype]), p.dtype, model.device) for p in ports
         ]
 
-    def named(self, fixed: bool) -> dict[str, Any]:
+    def named(self, fixed: bool, prefix: str = "") -> dict[str, Any]:
         """The caches as graph inputs; `fixed`: marked as buffers a recording keeps (replay)."""
-        return {name: Fixed(b) if fixed else b for name, b in zip(self.names, self.buffers)}
+        return {prefix + name: Fixed(b) if fixed else b for name, b in zip(self.names, self.buffers)}
 
 
 class WhisperModel:
@@ -111,7 +123,7 @@ class WhisperModel:
         self.dims, self.shape = m.dims, m.shape
         self.batch, self.max_seq, self.prompt_len, self.group = (
             m.shape.batch, m.shape.max_seq, m.shape.prompt_len, m.shape.group)
-        self.rows = m.shape.rows  # the decoder graphs' batch
+        self.rows = m.shape.rows  # every sequence of every window: the group step's batch
         if device != "cpu":  # before MAX opens a GPU: it sizes its graph memory pool then
             gpu_memory.reserve_for(m)
         self.target: Target = select_target(m.targets, device)
@@ -148,8 +160,12 @@ class WhisperModel:
             role: ReplayedGraph(role, graph, self.device, emulate=replay == "emulate")
             for role, graph in self._graphs.items() if self.replaying and SPECS[role].replayed
         }
-        self._cache: KVCache | None = None  # replaying: the one cache the recordings write
+        self._caches: dict[str, KVCache] = {}  # replaying: the one cache per role the recordings write
         self._masks: dict[frozenset[int], Any] = {}
+        # Where the graphs summarize the text tokens (ids below end-of-text), they are told where
+        # those end: the tokenizer's end-of-text id.
+        self.text_summary = self.target.layout.text_summary
+        self._text_end = self._to_device(np.array([m.tokenizer.special["eot"]], np.int64)) if self.text_summary else None
         self._generation = 0
         # Replaying, a step's position is copied in on the device from this table: no host
         # allocation or host-to-device copy per step.
@@ -222,7 +238,7 @@ class WhisperModel:
 
     def prefill(self, ctx: AudioContext, cache: KVCache, tokens: np.ndarray, sot_index: int,
                 suppress: Any, offset: int = 0) -> DecoderOutput:
-        """tokens [rows, T], T <= prompt_len, at positions offset..offset+T-1 (cache positions
+        """tokens [batch, T], T <= prompt_len, at positions offset..offset+T-1 (cache positions
         before offset filled already): fills those cache positions; logits at the chunk's
         positions (T-1, sot_index)."""
         b, t = tokens.shape
@@ -231,11 +247,12 @@ class WhisperModel:
         positions = np.array([t - 1, sot_index], dtype=np.int64)
         out = self._run("prefill", "prefill", tokens=padded, offset=np.array([offset], np.int64),
                         logit_positions=positions, **self._decoder_state(ctx, cache, suppress))
-        return DecoderOutput(out["logits"], out["next_token"], out["next_logprob"])
+        return DecoderOutput.of(out)
 
     def step(self, ctx: AudioContext, cache: KVCache, tokens: Any, position: int, suppress: Any,
-             slot: int = 0) -> DecoderOutput:
-        """tokens [rows] (numpy, or the device buffer a previous call returned) at `position`.
+             slot: int = 0, role: str = "step") -> DecoderOutput:
+        """tokens [rows] (numpy, or the device buffer a previous call returned) at `position`:
+        a row per window (`step`) or per sequence (`group_step`, on a cache of its own).
 
         Replaying, each `slot` (0 or 1) is a recording of its own with its own outputs: a step
         can run while the previous one's outputs, in the other slot, are still being read.
@@ -243,8 +260,8 @@ class WhisperModel:
         if isinstance(tokens, np.ndarray):
             tokens = np.ascontiguousarray(tokens, np.int64)
         where = self._positions[position : position + 1] if self._positions is not None else np.array([position], np.int64)
-        out = self._run("step", ("step", slot), token=tokens, position=where, **self._decoder_state(ctx, cache, suppress))
-        return DecoderOutput(out["logits"], out["next_token"], out["next_logprob"])
+        out = self._run(role, (role, slot), token=tokens, position=where, **self._decoder_state(ctx, cache, suppress))
+        return DecoderOutput.of(out)
 
     def fetch(self, buffers: list[Any], slot: Hashable = 0) -> Fetch:
         """Starts copying device outputs to the host. A `slot` names one reader's staging
@@ -290,10 +307,17 @@ class WhisperModel:
             if more and not self.replaying:  # resumed, not closed: sample i is wanted
                 pending = launch(current, i)
 
-    def reorder(self, cache: KVCache, source_rows: list[int]) -> None:
-        """Row r of every cache takes row source_rows[r] (beam search), on the device."""
+    def fork(self, windows: KVCache, sequences: KVCache, length: int) -> None:
+        """Each window's caches (positions 0..length-1) into every one of its sequences' (a
+        `group_step` cache: sequence r takes window r // group), on the device."""
+        self._run("fork", "fork", length=np.array([length], np.int64), **windows.named(self.replaying),
+                  **sequences.named(self.replaying, "group_"))
+
+    def reorder(self, cache: KVCache, source_rows: list[int], length: int) -> None:
+        """Row r of every sequence cache takes row source_rows[r] (beam search), positions
+        0..length-1 at least, on the device."""
         self._run("reorder", "reorder", source_rows=np.asarray(source_rows, dtype=np.int64),
-                  **cache.named(self.replaying))
+                  length=np.array([length], np.int64), **cache.named(self.replaying))
 
     def align(self, ctx: AudioContext, tokens: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """A whole sequence (window 0 of ctx) -> (alignment heads' cross-attention scores
@@ -319,14 +343,15 @@ class WhisperModel:
             self._masks[key] = self._to_device(mask)
         return self._masks[key]
 
-    def new_cache(self) -> KVCache:
-        """Replaying, the recordings write one cache: every decode reuses it (stale entries are
-        never read: a decode writes each position before attending to it)."""
+    def new_cache(self, role: str = "step") -> KVCache:
+        """Caches for `role`'s rows (`step`: a row per window, `group_step`: per sequence).
+        Replaying, the recordings write one cache per role: every decode reuses it (stale
+        entries are never read: a decode writes each position before attending to it)."""
         if not self.replaying:
-            return KVCache(self)
-        if self._cache is None:
-            self._cache = KVCache(self)
-        return self._cache
+            return KVCache(self, role)
+        if role not in self._caches:
+            self._caches[role] = KVCache(self, role)
+        return self._caches[role]
 
     # -- running a graph ---------------------------------------------------------------------
 
@@ -354,7 +379,10 @@ class WhisperModel:
         cross = {"cross_k": ctx.cross_k, "cross_v": ctx.cross_v}
         if "encoder" in self._replayed:
             cross = {name: Fixed(b) for name, b in cross.items()}
-        return {"suppress": Const(suppress) if self.replaying else suppress, **cache.named(self.replaying), **cross}
+        state = {"suppress": Const(suppress) if self.replaying else suppress, **cache.named(self.replaying), **cross}
+        if self.text_summary:
+            state["text_end"] = Const(self._text_end) if self.replaying else self._text_end
+        return state
 
     def _to_device(self, array: np.ndarray):
         from max.driver import Buffer

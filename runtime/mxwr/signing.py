@@ -174,11 +174,7 @@ def sign_bundle(path: str | os.PathLike[str], key_path: str | os.PathLike[str],
 
     public_key = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     with BundleReader(path) as reader:
-        slot = reader.manifest.signature
-        if slot is None:
-            major, minor = reader.manifest.format_version
-            raise SigningError(f"{reader.path} has format {major}.{minor}, which has no signature slot; "
-                               f"rebuild it with this mxwc to sign it")
+        slot = reader.manifest.signature  # every manifest a reader accepts has one
         reader.verify()
         header = reader.header
     prefix = SIGNATURE_PREFIX.pack(SIGNATURE_MAGIC, SIGNATURE_VERSION, ED25519, ED25519_BLOCK.size) + public_key

@@ -36,12 +36,12 @@ def logits_along(t: Transcriber, audio: np.ndarray, tokens: list[int], task: Dec
     ctx = model.encode(t._mels([audio[:N_SAMPLES]]))
     cache = model.new_cache()
     n_initial = len(task.initial_tokens)
-    prompt = np.array([tokens[:n_initial]] * model.rows, dtype=np.int64)
+    prompt = np.array([tokens[:n_initial]] * model.batch, dtype=np.int64)
     out = model.prefill(ctx, cache, prompt, task.sot_index, task.suppress_first)
     rows = [out.logits.to_numpy()[0, 0].copy()]  # the prefill's last position
     gap = _greedy_gap(out, rows[-1], task.suppress_first)
     for pos in range(n_initial, len(tokens)):
-        out = model.step(ctx, cache, np.array([tokens[pos]] * model.rows, np.int64), pos, task.suppress)
+        out = model.step(ctx, cache, np.array([tokens[pos]] * model.batch, np.int64), pos, task.suppress)
         rows.append(out.logits.to_numpy()[0].copy())
         gap = max(gap, _greedy_gap(out, rows[-1], task.suppress))
     return np.stack(rows), gap

@@ -1,4 +1,4 @@
-"""The six graph builders, one per role of `mxwr.graphspec.SPECS`: each takes a `GraphContext`
+"""The graph builders, one per role of `mxwr.graphspec.SPECS`: each takes a `GraphContext`
 and returns its traced graph, its inputs and outputs named and typed by the role's spec."""
 
 from __future__ import annotations
@@ -11,20 +11,25 @@ from max.dtype import DType
 from max.graph import BufferValue, Graph, TensorValue, ops
 
 from mxwr.constants import HOP_LENGTH, N_FFT, N_FRAMES
-from mxwr.graphspec import SPECS, cache_names, round_up
+from mxwr.graphspec import SPECS, cache_names, round_up, summary_width
 
 from .attention import attention, causal_mask, merge_heads, single_query_attention, split_heads
 from .context import GraphContext
 from .decoder import decoder_blocks
-from .kernels import cache_write, logits_kernel_fits
+from .kernels import cache_fork, cache_reorder, cache_write, step_self_attention
 from .layers import conv1d, embed, head_scale, layer_norm, linear, mlp
 from .layout import cross_layout
-from .logits import greedy, logits_and_greedy, tied_logits
+from .logits import logits_and_choice, tied_logits
 
 
-def _caches(ctx: GraphContext, inputs: Mapping[str, Any]) -> list[BufferValue]:
+def _caches(ctx: GraphContext, inputs: Mapping[str, Any], prefix: str = "") -> list[Any]:
     """The self-attention caches: layer i's K at i, its V at n_text_layer + i."""
-    return [inputs[name] for name in cache_names(ctx.dims.n_text_layer)]
+    return [inputs[prefix + name] for name in cache_names(ctx.dims.n_text_layer)]
+
+
+def _choice(ctx: GraphContext, p: Any, x: TensorValue, inputs: Mapping[str, Any]) -> dict[str, TensorValue]:
+    """The decoder graphs' outputs for final hidden states x [R, d] (`logits_and_choice`)."""
+    return logits_and_choice(p, x, inputs["suppress"], inputs.get("text_end"), ctx.layout, summary_width(ctx.shape))
 
 
 def stft_basis() -> np.ndarray:
@@ -109,7 +114,7 @@ def prefill_graph(ctx: GraphContext) -> Graph:
     attends to them.
     """
     dims, layout, device = ctx.dims, ctx.layout, ctx.device
-    rows, P, S = ctx.shape.rows, ctx.shape.prompt_len, ctx.shape.max_seq
+    rows, P, S = ctx.shape.batch, ctx.shape.prompt_len, ctx.shape.max_seq
     with ctx.open("prefill") as (graph, inputs):
         p = ctx.params()
         L, cache = dims.n_text_layer, _caches(ctx, inputs)
@@ -139,29 +144,27 @@ def prefill_graph(ctx: GraphContext) -> Graph:
         # Positions past the context (a last chunk's padding) read the last embedding: never attended.
         positions = ops.min(ops.reshape(queries, [P]), ops.constant(dims.n_text_ctx - 1, DType.int64, device))
         x = x + ops.gather(p("decoder.positional_embedding"), positions, axis=0)
-        x = decoder_blocks(ctx, p, x, inputs["cross_k"], inputs["cross_v"], self_attend, ctx.shape.group)
+        x = decoder_blocks(ctx, p, x, inputs["cross_k"], inputs["cross_v"], self_attend)
         chosen = ops.gather(x, inputs["logit_positions"], axis=1)  # [B, 2, d]
-        if logits_kernel_fits(2 * rows, dims.n_text_state, layout):
-            # Both positions of every row as rows of their own; the token is the last position's.
-            flat = ops.reshape(chosen, [2 * rows, dims.n_text_state])
-            logits, token, logprob = logits_and_greedy(p, flat, inputs["suppress"], layout)
-            ctx.output(graph, logits=ops.reshape(logits, [rows, 2, dims.n_vocab]), next_token=token[::2],
-                       next_logprob=logprob[::2])
-        else:
-            logits = tied_logits(p, chosen)  # [B, 2, V]
-            token, logprob = greedy(logits[:, 0, :], inputs["suppress"])
-            ctx.output(graph, logits=logits, next_token=token, next_logprob=logprob)
+        # Both positions of every window as rows of their own; the choice is the last position's.
+        out = _choice(ctx, p, ops.reshape(chosen, [2 * rows, dims.n_text_state]), inputs)
+        logits = ops.reshape(out.pop("logits"), [rows, 2, dims.n_vocab])
+        ctx.output(graph, logits=logits, **{name: value[::2] for name, value in out.items()})
     return graph
 
 
-def step_graph(ctx: GraphContext) -> Graph:
+def step_graph(ctx: GraphContext, role: str = "step") -> Graph:
     """One token per row at `position` -> logits, the greedy next token and its log-probability,
     having written the token's keys/values into the caches at `position`. Nothing runs on the
     host and the position is read on the device, so the graph can be recorded once as a device
     graph and replayed at every position; only the token need cross to the host.
+
+    `step` has a row per window; `group_step` a row per sequence (beams, samples), the G rows of
+    a window attending to its cross K/V together.
     """
     dims, layout, device = ctx.dims, ctx.layout, ctx.device
-    with ctx.open("step") as (graph, inputs):
+    group = ctx.shape.group if role == "group_step" else 1
+    with ctx.open(role) as (graph, inputs):
         p = ctx.params()
         L, cache = dims.n_text_layer, _caches(ctx, inputs)
         position = inputs["position"]
@@ -178,6 +181,8 @@ def step_graph(ctx: GraphContext) -> Graph:
             here = ops.reshape(slots == position, [1, 1, n_slots, 1])
 
         def self_attend(i: int, q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
+            if layout.step_kernels:  # writes the slot, then reads slots 0..position alone
+                return step_self_attention(cache[i], cache[L + i], q, k, v, position)
             if layout.cache_kernel:  # the new slot alone, in place; the attention reads the caches where they are
                 cache_write(cache[i], cache[L + i], k, v, position)
                 keys, values = ops.buffer_load(cache[i]), ops.buffer_load(cache[L + i])
@@ -192,21 +197,44 @@ def step_graph(ctx: GraphContext) -> Graph:
 
         x = embed(p, "decoder.token_embedding.weight", ops.unsqueeze(inputs["token"], 1))
         x = x + ops.gather(p("decoder.positional_embedding"), position, axis=0)
-        x = decoder_blocks(ctx, p, x, inputs["cross_k"], inputs["cross_v"], self_attend, ctx.shape.group,
-                           single_query=layout.single_query)
-        logits, token, logprob = logits_and_greedy(p, ops.squeeze(x, 1), inputs["suppress"], layout)
-        ctx.output(graph, logits=logits, next_token=token, next_logprob=logprob)
+        x = decoder_blocks(ctx, p, x, inputs["cross_k"], inputs["cross_v"], self_attend, group, step=True)
+        ctx.output(graph, **_choice(ctx, p, ops.squeeze(x, 1), inputs))
+    return graph
+
+
+def group_step_graph(ctx: GraphContext) -> Graph:
+    return step_graph(ctx, "group_step")
+
+
+def fork_graph(ctx: GraphContext) -> Graph:
+    """Each window's caches into every sequence of the window (beam search, best-of), once its
+    prompt is in them: sequence r takes window r // group. Our kernel copies the `length` slots
+    written so far; the graph ops copy whole caches."""
+    group = ctx.shape.group
+    with ctx.open("fork") as (graph, inputs):
+        for source, dest in zip(_caches(ctx, inputs), _caches(ctx, inputs, "group_")):
+            if ctx.layout.step_kernels:
+                cache_fork(dest, source, inputs["length"])
+            else:
+                b, h, s, dh = (int(n) for n in source.shape)
+                repeated = ops.broadcast_to(ops.unsqueeze(source, 1), [b, group, h, s, dh])
+                ops.buffer_store(dest, ops.reshape(repeated, [b * group, h, s, dh]))
+        ctx.output(graph)
     return graph
 
 
 def reorder_graph(ctx: GraphContext) -> Graph:
     """Beam search keeps the best continuations, which may come from any beam of the window; the
     caches follow them on the device (row r takes row source_rows[r]), so no cache ever crosses
-    to the host."""
+    to the host. Our kernel copies the `length` slots written so far, of the rows that move; the
+    graph ops gather whole caches."""
     with ctx.open("reorder") as (graph, inputs):
         rows = inputs["source_rows"]
         for cache in _caches(ctx, inputs):
-            ops.buffer_store(cache, ops.gather(ops.buffer_load(cache), rows, axis=0))
+            if ctx.layout.step_kernels:
+                cache_reorder(cache, rows, inputs["length"])
+            else:
+                ops.buffer_store(cache, ops.gather(ops.buffer_load(cache), rows, axis=0))
         ctx.output(graph)
     return graph
 
@@ -247,7 +275,7 @@ def align_graph(ctx: GraphContext) -> Graph:
 
 BUILDERS: dict[str, Callable[[GraphContext], Graph]] = {
     "frontend": frontend_graph, "encoder": encoder_graph, "prefill": prefill_graph, "step": step_graph,
-    "reorder": reorder_graph, "align": align_graph,
+    "fork": fork_graph, "group_step": group_step_graph, "reorder": reorder_graph, "align": align_graph,
 }
 if BUILDERS.keys() != SPECS.keys():
     raise ImportError(f"graph builders {sorted(BUILDERS)} do not match the specs' roles {sorted(SPECS)}")

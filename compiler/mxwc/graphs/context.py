@@ -47,7 +47,8 @@ class GraphContext:
     def params(self, dtype: DType | None = None) -> Params:
         """The graph's weights, in the compute dtype unless told otherwise."""
         int8 = frozenset(int8_weights(self.dims)) if self.quantization == "int8" else frozenset()
-        return Params(self.weight_shapes, dtype or self.dtype, self.device, self.layout.tile, int8)
+        return Params(self.weight_shapes, dtype or self.dtype, self.device, self.layout.tile, int8,
+                      self.layout.step_kernels and (dtype or self.dtype) == DType.float32)
 
     @contextmanager
     def open(self, role: str) -> Iterator[tuple[Graph, dict[str, Any]]]:

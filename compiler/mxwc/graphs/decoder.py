@@ -11,27 +11,37 @@ from mxwr.graphspec import Layout
 
 from .attention import attention, merge_heads, merge_single, single_query_attention, split_heads, split_single
 from .context import GraphContext
+from .kernels import step_cross_attention
 from .layers import Params, head_scale, layer_norm, linear, mlp
 from .layout import key_mask, pad_to
 
 # (layer, q, k, v) -> the attended values; q and k pre-scaled, all [rows, H, T, dh].
 SelfAttention = Callable[[int, TensorValue, TensorValue, TensorValue], TensorValue]
-Attend = Callable[[TensorValue, TensorValue, TensorValue], TensorValue]
+# (layer, q) -> the attended values over that layer's cross K/V.
+Attend = Callable[[int, TensorValue], TensorValue]
 
 
-def cross_attention(group: int, n_audio_ctx: int, layout: Layout, single_query: bool = False) -> Attend:
-    """Attention of the decoder's queries [B*G, H, T, dh] over one window's cross K/V as stored.
+def cross_attention(cross_k: TensorValue, cross_v: TensorValue, group: int, n_audio_ctx: int, layout: Layout,
+                    step: bool = False) -> Attend:
+    """Attention of the decoder's queries [B*G, H, T, dh] over layer i of one window's cross K/V
+    as stored.
 
     The G sequences of a window share its audio: their queries are folded into the query
     length, so the cross K/V are stored (and read) once per window, not once per sequence.
-    `single_query` (the step where the layout says so, one sequence per window):
-    `single_query_attention`.
+    In the step (T = 1), where the layout says so: our kernel (`step_kernels`), which reads
+    each window's K/V once for its G queries, or, one sequence per window,
+    `single_query_attention` (`single_query`).
     """
 
-    def attend(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
+    def attend(i: int, q: TensorValue) -> TensorValue:
+        if step and layout.step_kernels:
+            return step_cross_attention(q, cross_k, cross_v, i, group)
+        return attend_layer(q, cross_k[i], cross_v[i])
+
+    def attend_layer(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
         # Stored cross K/V padded to the tile: their padding slots are masked out.
         mask = None if layout.tile is None else key_mask(n_audio_ctx, int(k.shape[-2]), q.device)
-        if single_query and group == 1:
+        if step and layout.single_query and group == 1:
             return single_query_attention(q, k, v, mask, v_transposed=layout.cross_v_transposed)
         if layout.cross_v_transposed:
             v = ops.transpose(v, -1, -2)
@@ -53,19 +63,19 @@ def cross_attention(group: int, n_audio_ctx: int, layout: Layout, single_query: 
 def decoder_blocks(
     ctx: GraphContext, p: Params, x: TensorValue, cross_k: TensorValue, cross_v: TensorValue,
     self_attend: SelfAttention, group: int = 1, scores: dict[int, TensorValue] | None = None,
-    single_query: bool = False,
+    step: bool = False,
 ) -> TensorValue:
     """The decoder blocks on embedded tokens x [B*G, T, d]; returns the final hidden states.
 
     `scores`, when given, receives each layer's cross-attention scores (q k^T, before softmax;
-    ungrouped decoders only). `single_query` (T = 1: the step where the layout says so) splits
-    and merges heads by reshapes and attends over the cross K/V with `single_query_attention`.
+    ungrouped decoders only). `step` (T = 1) splits and merges heads by reshapes and attends
+    over the cross K/V as the layout says for the step (`cross_attention`).
     """
     dims = ctx.dims
     n_head = dims.n_text_head
     scale = head_scale(dims.n_text_state, n_head)
-    cross = cross_attention(group, dims.n_audio_ctx, ctx.layout, single_query)
-    split, merge = (split_single, merge_single) if single_query else (split_heads, merge_heads)
+    cross = cross_attention(cross_k, cross_v, group, dims.n_audio_ctx, ctx.layout, step)
+    split, merge = (split_single, merge_single) if step else (split_heads, merge_heads)
     for i in range(dims.n_text_layer):
         name = f"decoder.blocks.{i}"
         h = layer_norm(p, f"{name}.attn_ln", x)
@@ -79,6 +89,6 @@ def decoder_blocks(
             keys = cross_k[i]
             qk = pad_to(q, -1, int(keys.shape[-1])) @ ops.transpose(keys, -1, -2)
             scores[i] = qk if int(keys.shape[-2]) == dims.n_audio_ctx else qk[..., : dims.n_audio_ctx]
-        x = x + linear(p, f"{name}.cross_attn.out", merge(cross(q, cross_k[i], cross_v[i])))
+        x = x + linear(p, f"{name}.cross_attn.out", merge(cross(i, q)))
         x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
     return layer_norm(p, "decoder.ln", x)

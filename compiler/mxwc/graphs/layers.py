@@ -15,7 +15,7 @@ from max.graph import DeviceRef, Graph, TensorValue, Weight, ops
 
 from mxwr.quantization import GROUP, SCALE
 
-from .kernels import int8_kernel_fits, int8_linear
+from .kernels import int8_kernel_fits, int8_linear, small_linear, small_products_fit
 
 LN_EPS = 1e-5
 
@@ -25,16 +25,18 @@ class Params:
 
     `tile` is the target layout's (`Layout.tile`): products with the weights follow it
     (`times_weight`). `int8`: the names stored as int8 with their groups' scales (`mxwr.quantization`),
-    which `linear`, `embed` and the logits multiply by our kernel or widen.
+    which `linear`, `embed` and the logits multiply by our kernel or widen. `small_products`:
+    the layout's own kernels multiply a few rows by float32 weights (`Layout.step_kernels`).
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype: DType, device: DeviceRef,
-                 tile: int | None = None, int8: frozenset[str] = frozenset()):
+                 tile: int | None = None, int8: frozenset[str] = frozenset(), small_products: bool = False):
         self._shapes = shapes
         self._dtype = dtype
         self._device = device
         self.tile = tile
         self._int8 = int8
+        self.small_products = small_products
         self._values: dict[str, TensorValue] = {}
 
     def __call__(self, name: str) -> TensorValue:
@@ -48,6 +50,10 @@ class Params:
                 dtype, shape = self._dtype, self._shapes[name]
             self._values[name] = Graph.current.add_weight(Weight(name, dtype, shape, self._device))
         return self._values[name]
+
+    @property
+    def device(self) -> DeviceRef:
+        return self._device
 
     def quantized(self, name: str) -> bool:
         return name in self._int8
@@ -63,10 +69,20 @@ def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorVal
     weight = f"{name}.weight"
     rows = int(np.prod([int(d) for d in x.shape[:-1]]))
     if p.quantized(weight) and int8_kernel_fits(rows):
-        y = int8_linear(x, p(weight), p(weight + SCALE))
-    else:  # past the kernel's rows, MAX's matmul on the widened weight
-        y = times_weight(x, ops.transpose(p.widened(weight), 0, 1), p.tile)
+        return int8_linear(x, p(weight), p(weight + SCALE), _bias(p, name, bias))
+    if p.small_products and not p.quantized(weight) and small_products_fit(rows):
+        return small_linear(x, p(weight), _bias(p, name, bias))
+    # MAX's matmul (on the widened weight, past the int8 kernel's rows)
+    y = times_weight(x, ops.transpose(p.widened(weight), 0, 1), p.tile)
     return y + p(f"{name}.bias") if bias else y
+
+
+def _bias(p: Params, name: str, bias: bool) -> TensorValue:
+    """The layer's bias, or zeros for one without (the key projection), for our kernels."""
+    if bias:
+        return p(f"{name}.bias")
+    n = int(p(f"{name}.weight").shape[0])
+    return ops.constant(np.zeros(n, np.float32), DType.float32, p.device)
 
 
 def scaled(w: TensorValue, scale: TensorValue) -> TensorValue:

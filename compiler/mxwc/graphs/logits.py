@@ -9,7 +9,7 @@ from max.graph import TensorValue, ops
 from mxwr.graphspec import Layout
 from mxwr.quantization import SCALE
 
-from .kernels import int8_kernel_fits, logits_greedy, logits_greedy_int8, logits_kernel_fits
+from .kernels import int8_kernel_fits, logits_choice, logits_choice_int8, logits_greedy, logits_kernel_fits
 from .layers import Params
 
 
@@ -38,19 +38,42 @@ def greedy(logits: TensorValue, suppress: TensorValue) -> tuple[TensorValue, Ten
     return token, ops.squeeze(logprob, -1)
 
 
-def logits_and_greedy(p: Params, x: TensorValue, suppress: TensorValue,
-                      layout: Layout) -> tuple[TensorValue, TensorValue, TensorValue]:
-    """Final hidden states x [R, d] -> (logits [R, V] f32, greedy token [R], its log-probability [R]).
+def text_summary(logits: TensorValue, suppress: TensorValue, text_end: TensorValue,
+                 top: int) -> tuple[TensorValue, TensorValue, TensorValue]:
+    """The graph ops' `logits_choice` summary, where the kernel does not serve (an int8 target's
+    many rows): under the suppress mask, the `top` largest logits of ids below text_end (MAX's
+    top-k; its order among equal logits) and the log-sum-exp of those logits."""
+    vocab = int(logits.shape[-1])
+    ids = ops.range(0, vocab, 1, dtype=DType.int64, device=logits.device)
+    ninf = ops.constant(float("-inf"), DType.float32, logits.device)
+    text = ops.where(ids < text_end, logits + suppress, ninf)
+    values, indices = ops.top_k(text, top, axis=-1)
+    largest = ops.max(text, axis=-1)
+    lse = ops.log(ops.sum(ops.exp(text - largest), axis=-1)) + largest
+    return ops.cast(indices, DType.int64), values, ops.squeeze(lse, -1)
 
-    Where the layout has our kernels and they fit, `kernels.logits_greedy` instead of MAX's
-    split-K gemv and the three reductions of `greedy`: the same arithmetic (float32 sums rounded
-    to the model dtype; the lowest id of the largest filtered logit), in fewer and faster kernels.
+
+def logits_and_choice(p: Params, x: TensorValue, suppress: TensorValue, text_end: TensorValue | None,
+                      layout: Layout, top: int) -> dict[str, TensorValue]:
+    """Final hidden states x [R, d] -> the decoder graphs' outputs by name: `logits` [R, V] f32,
+    `next_token` [R] and `next_logprob` [R] (openai-whisper's greedy choice under the suppress
+    mask), and where the layout summarizes the text tokens, `text_top_ids`/`text_top_logits`
+    [R, top] and `text_logsumexp` [R] (`mxwr.graphspec._choice`).
+
+    Where the layout has our kernels and they fit, one kernel does it all (the same arithmetic:
+    float32 sums in another order; the lowest id of the largest filtered logit) instead of
+    MAX's product with the transposed embedding and the reductions of `greedy`.
     """
     rows, d = (int(n) for n in x.shape)
-    if p.quantized(EMBEDDING) and int8_kernel_fits(rows):
-        return logits_greedy_int8(x, p(EMBEDDING), p(EMBEDDING + SCALE), suppress)
-    embedding = p(EMBEDDING)
-    if p.quantized(EMBEDDING) or not logits_kernel_fits(rows, d, layout):
+    names = ("logits", "next_token", "next_logprob", "text_top_ids", "text_top_logits", "text_logsumexp")
+    if layout.text_summary and text_end is not None:
+        if p.quantized(EMBEDDING) and int8_kernel_fits(rows):
+            return dict(zip(names, logits_choice_int8(x, p(EMBEDDING), p(EMBEDDING + SCALE), suppress, text_end, top)))
+        if not p.quantized(EMBEDDING):
+            return dict(zip(names, logits_choice(x, p(EMBEDDING), suppress, text_end, top)))
         logits = tied_logits(p, x)
-        return (logits, *greedy(logits, suppress))
-    return logits_greedy(x, embedding, suppress)
+        return dict(zip(names, (logits, *greedy(logits, suppress), *text_summary(logits, suppress, text_end, top))))
+    if not p.quantized(EMBEDDING) and logits_kernel_fits(rows, d, layout):
+        return dict(zip(names, logits_greedy(x, p(EMBEDDING), suppress)))
+    logits = tied_logits(p, x)
+    return dict(zip(names, (logits, *greedy(logits, suppress))))

@@ -22,6 +22,8 @@ from std.memory import stack_allocation
 from std.sys import size_of
 from std.utils.numerics import neg_inf
 
+from .products import products
+
 comptime F32 = DType.float32
 comptime LOGIT_THREADS = 256
 comptime LANES = 16  # per embedding row
@@ -175,102 +177,116 @@ def greedy_gpu[rows: Int, vocab: Int, blocks: Int](
         logprob[r] = -log(sum)
 
 
-comptime CPU_WIDTH = 16  # float32 lanes of an AVX-512 register
-comptime CPU_SUMS = 4  # independent sums in flight per row: a dot product is a chain of adds
-comptime CPU_TASKS = 64  # vocabulary ranges handed to MAX's CPU thread pool
-
-
-def cpu_products[rows: Int, d: Int, vocab: Int](
+def logits_cpu_16bit[dtype: DType, rows: Int, d: Int, vocab: Int](
     logits: UnsafePointer[Float32, MutAnyOrigin],
-    x: UnsafePointer[Float32, MutAnyOrigin],
-    e: UnsafePointer[Float32, MutAnyOrigin],
+    x: UnsafePointer[Scalar[dtype], MutAnyOrigin],
+    e: UnsafePointer[Scalar[dtype], MutAnyOrigin],
 ):
-    """logits [rows, vocab] = x [rows, d] times the embedding [vocab, d], float32. Each embedding
-    row is read once from memory for all rows of x, in vectors, over every core; each dot
-    product keeps CPU_SUMS sums so that its adds need not wait on each other."""
-    comptime CHUNKS = d // CPU_WIDTH
-    comptime assert CHUNKS % CPU_SUMS == 0, "the model width must be a multiple of 64"
-    var per = (vocab + CPU_TASKS - 1) // CPU_TASKS
-
-    def part(task: Int) {imm logits, imm x, imm e, imm per}:
-        for v in range(task * per, min(task * per + per, vocab)):
-            var row = e + v * d
-            comptime for r in range(rows):
-                var a0 = SIMD[F32, CPU_WIDTH](0)
-                var a1 = SIMD[F32, CPU_WIDTH](0)
-                var a2 = SIMD[F32, CPU_WIDTH](0)
-                var a3 = SIMD[F32, CPU_WIDTH](0)
-                comptime for c in range(0, CHUNKS, CPU_SUMS):
-                    a0 += chunk_product(row, x + r * d, c)
-                    a1 += chunk_product(row, x + r * d, c + 1)
-                    a2 += chunk_product(row, x + r * d, c + 2)
-                    a3 += chunk_product(row, x + r * d, c + 3)
-                logits[r * vocab + v] = ((a0 + a1) + (a2 + a3)).reduce_add()
-
-    parallelize(part, CPU_TASKS)
+    """What CPU tests run of a 16-bit GPU target's graphs: float32 sums in order, each logit
+    rounded to the model dtype, as the GPU kernel's."""
+    for r in range(rows):
+        for v in range(vocab):
+            var acc: Float32 = 0
+            for j in range(d):
+                acc += x[r * d + j].cast[F32]() * e[v * d + j].cast[F32]()
+            logits[r * vocab + v] = acc.cast[dtype]().cast[F32]()
 
 
 @always_inline
-def chunk_product(
-    row: UnsafePointer[Float32, MutAnyOrigin], x: UnsafePointer[Float32, MutAnyOrigin], c: Int
-) -> SIMD[F32, CPU_WIDTH]:
-    """Chunk c of one embedding row times the same chunk of x."""
-    return (row + c * CPU_WIDTH).load[width=CPU_WIDTH]() * (x + c * CPU_WIDTH).load[width=CPU_WIDTH]()
+def consider[top: Int](
+    value: Float32, id: Int, text_end: Int,
+    mut best: Float32, mut at: Int,
+    top_values: UnsafePointer[Float32, MutAnyOrigin], top_ids: UnsafePointer[Int, MutAnyOrigin],
+):
+    """One logit + suppress, in id order: the largest so far (the first of equals), and, below
+    text_end, the `top` largest so far (largest first; of equals, the lower id first)."""
+    if value > best:
+        best = value
+        at = id
+    comptime if top > 0:
+        if id < text_end and value > top_values[top - 1]:
+            var j = top - 1
+            while j > 0 and top_values[j - 1] < value:
+                top_values[j] = top_values[j - 1]
+                top_ids[j] = top_ids[j - 1]
+                j -= 1
+            top_values[j] = value
+            top_ids[j] = id
 
 
-def logits_cpu[dtype: DType, rows: Int, d: Int, vocab: Int](
+def cpu_choice[rows: Int, vocab: Int, top: Int](
     logits: UnsafePointer[Float32, MutAnyOrigin],
+    suppress: UnsafePointer[Float32, MutAnyOrigin],
+    text_end: Int,
     token: UnsafePointer[Int64, MutAnyOrigin],
     logprob: UnsafePointer[Float32, MutAnyOrigin],
-    x: UnsafePointer[Scalar[dtype], MutAnyOrigin],
-    e: UnsafePointer[Scalar[dtype], MutAnyOrigin],
-    suppress: UnsafePointer[Float32, MutAnyOrigin],
+    text_top_ids: UnsafePointer[Int64, MutAnyOrigin],
+    text_top_logits: UnsafePointer[Float32, MutAnyOrigin],
+    text_logsumexp: UnsafePointer[Float32, MutAnyOrigin],
 ):
-    """The same on the CPU: the products (`cpu_products`), then the greedy choice, serially."""
-    comptime if dtype == F32:
-        cpu_products[rows, d, vocab](logits, x.bitcast[Float32](), e.bitcast[Float32]())
-    else:  # 16-bit: what CPU tests run of the GPU's graphs, summed in order
-        for r in range(rows):
-            for v in range(vocab):
-                var acc: Float32 = 0
-                for j in range(d):
-                    acc += x[r * d + j].cast[F32]() * e[v * d + j].cast[F32]()
-                logits[r * vocab + v] = acc.cast[dtype]().cast[F32]()
-    cpu_greedy[rows, vocab](logits, token, logprob, suppress)
+    """Each row, under the additive suppress mask: the greedy token (the lowest id of the
+    largest logit) and its log-probability; with `top` > 0, also the `top` largest of the text
+    logits (ids below text_end; largest first, the lower id first among equals, -inf past the
+    unmasked ones) and the log-sum-exp of all of them. A row per task.
 
+    Sums of exponentials in float64: one float32 running sum of 51864 terms drops the smallest
+    ones whole (-4e-4 on a log-probability)."""
+    comptime W = 16  # float32 lanes of an AVX-512 register
+    comptime W64 = 8  # float64 lanes
+    comptime F64 = DType.float64
+    var end = min(max(text_end, 0), vocab)
 
-def cpu_greedy[rows: Int, vocab: Int](
-    logits: UnsafePointer[Float32, MutAnyOrigin],
-    token: UnsafePointer[Int64, MutAnyOrigin],
-    logprob: UnsafePointer[Float32, MutAnyOrigin],
-    suppress: UnsafePointer[Float32, MutAnyOrigin],
-):
-    """Each row's greedy token (the lowest id of the largest logit + suppress) and its
-    log-probability, a row per task."""
-    comptime W = 8  # float64 lanes of an AVX-512 register
-
-    def row(r: Int) {imm logits, imm token, imm logprob, imm suppress}:
+    def row(r: Int) {imm logits, imm suppress, imm end, imm token, imm logprob, imm text_top_ids,
+                     imm text_top_logits, imm text_logsumexp}:
         var x = logits + r * vocab
-        var top = neg_inf[F32]()
-        var at = Int32(vocab)
-        for v in range(vocab):
-            if x[v] + suppress[v] > top:
-                top = x[v] + suppress[v]
-                at = Int32(v)
-        # In float64: one float32 running sum of 51864 terms drops the smallest ones whole
-        # (-4e-4 on a log-probability); the GPU's sums are short per thread, then a tree.
-        var sums = SIMD[DType.float64, W](0)
+        var best = neg_inf[F32]()
+        var at = vocab
+        var top_values = stack_allocation[top + 1, Float32]().unsafe_origin_cast[MutAnyOrigin]()
+        var top_at = stack_allocation[top + 1, Int]().unsafe_origin_cast[MutAnyOrigin]()
+        for j in range(top + 1):
+            top_values[j] = neg_inf[F32]()
+            top_at[j] = 0
+        # A chunk of 16 is looked at id by id only when it holds a new best or a new top value.
         var v = 0
         while v + W <= vocab:
-            var terms = ((x + v).load[width=W]() + (suppress + v).load[width=W]() - top).cast[DType.float64]()
-            sums += exp(terms)
+            var values = (x + v).load[width=W]() + (suppress + v).load[width=W]()
+            var largest = values.reduce_max()
+            var wanted = largest > best
+            comptime if top > 0:
+                wanted = wanted or (v < end and largest > top_values[top - 1])
+            if wanted:
+                for i in range(W):
+                    consider[top](values[i], v + i, end, best, at, top_values, top_at)
             v += W
-        var total = sums.reduce_add()
         while v < vocab:
-            total += exp((x[v] + suppress[v] - top).cast[DType.float64]())
+            consider[top](x[v] + suppress[v], v, end, best, at, top_values, top_at)
+            v += 1
+
+        var shift = best.cast[F64]()
+        var text = SIMD[F64, W64](0)
+        v = 0
+        while v + W64 <= end:
+            text += exp(((x + v).load[width=W64]() + (suppress + v).load[width=W64]()).cast[F64]() - shift)
+            v += W64
+        var text_total = text.reduce_add()
+        while v < end:
+            text_total += exp((x[v] + suppress[v]).cast[F64]() - shift)
+            v += 1
+        var rest = SIMD[F64, W64](0)
+        while v + W64 <= vocab:
+            rest += exp(((x + v).load[width=W64]() + (suppress + v).load[width=W64]()).cast[F64]() - shift)
+            v += W64
+        var rest_total = rest.reduce_add()
+        while v < vocab:
+            rest_total += exp((x[v] + suppress[v]).cast[F64]() - shift)
             v += 1
         token[r] = Int64(at)
-        logprob[r] = (-log(total)).cast[F32]()
+        logprob[r] = (-log(text_total + rest_total)).cast[F32]()
+        comptime if top > 0:
+            for j in range(top):
+                text_top_ids[r * top + j] = Int64(top_at[j])
+                text_top_logits[r * top + j] = top_values[j]
+            text_logsumexp[r] = (shift + log(text_total)).cast[F32]()
 
     parallelize(row, rows)
 
@@ -311,7 +327,72 @@ struct LogitsGreedy:
                 grid_dim=rows, block_dim=GREEDY_THREADS,
             )
         else:
-            logits_cpu[dtype, rows, d, vocab](
-                logits.unsafe_ptr(), token.unsafe_ptr(), logprob.unsafe_ptr(),
-                x.unsafe_ptr(), e.unsafe_ptr(), suppress.unsafe_ptr(),
-            )
+            comptime if dtype == F32:
+                products[rows, d, vocab, F32, d](
+                    logits.unsafe_ptr(), x.unsafe_ptr().bitcast[Float32](), e.unsafe_ptr().bitcast[Float32](),
+                    suppress.unsafe_ptr(),  # unread: float32 weights have no scales
+                )
+            else:
+                logits_cpu_16bit[dtype, rows, d, vocab](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr())
+            var none_i = best_index.unsafe_ptr().bitcast[Int64]()
+            cpu_choice[rows, vocab, 0](logits.unsafe_ptr(), suppress.unsafe_ptr(), vocab, token.unsafe_ptr(),
+                                       logprob.unsafe_ptr(), none_i, best_value.unsafe_ptr(), best_value.unsafe_ptr())
+
+
+@extensibility.register("mxw_logits_choice")
+struct LogitsChoice:
+    """The CPU's: x [rows, d] (final hidden states, float32) times the embedding [vocab, d] ->
+    logits [rows, vocab], and under the additive suppress mask [vocab] (0 or -inf) the greedy
+    token [rows] with its log-probability [rows], the best `top` text tokens (ids below
+    text_end [1]) [rows, top] with their logits, and the text logits' log-sum-exp [rows]."""
+
+    @staticmethod
+    def execute[target: StaticString, rows: Int, d: Int, vocab: Int, top: Int](
+        logits: OutputTensor[dtype=DType.float32, rank=2, ...],
+        token: OutputTensor[dtype=DType.int64, rank=1, ...],
+        logprob: OutputTensor[dtype=DType.float32, rank=1, ...],
+        text_top_ids: OutputTensor[dtype=DType.int64, rank=2, ...],
+        text_top_logits: OutputTensor[dtype=DType.float32, rank=2, ...],
+        text_logsumexp: OutputTensor[dtype=DType.float32, rank=1, ...],
+        x: InputTensor[dtype=DType.float32, rank=2, ...],
+        e: InputTensor[dtype=DType.float32, rank=2, ...],
+        suppress: InputTensor[dtype=DType.float32, rank=1, ...],
+        text_end: InputTensor[dtype=DType.int64, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "the logits kernel with a text summary is the CPU's"
+        products[rows, d, vocab, F32, d](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr(), suppress.unsafe_ptr())
+        cpu_choice[rows, vocab, top](
+            logits.unsafe_ptr(), suppress.unsafe_ptr(), Int(text_end.unsafe_ptr()[0]), token.unsafe_ptr(),
+            logprob.unsafe_ptr(), text_top_ids.unsafe_ptr(), text_top_logits.unsafe_ptr(), text_logsumexp.unsafe_ptr(),
+        )
+
+
+@extensibility.register("mxw_logits_choice_int8")
+struct LogitsChoiceInt8:
+    """`mxw_logits_choice` against an int8 embedding [vocab, d] with its groups' scales
+    [vocab, d / group]."""
+
+    @staticmethod
+    def execute[target: StaticString, rows: Int, d: Int, vocab: Int, top: Int, group: Int](
+        logits: OutputTensor[dtype=DType.float32, rank=2, ...],
+        token: OutputTensor[dtype=DType.int64, rank=1, ...],
+        logprob: OutputTensor[dtype=DType.float32, rank=1, ...],
+        text_top_ids: OutputTensor[dtype=DType.int64, rank=2, ...],
+        text_top_logits: OutputTensor[dtype=DType.float32, rank=2, ...],
+        text_logsumexp: OutputTensor[dtype=DType.float32, rank=1, ...],
+        x: InputTensor[dtype=DType.float32, rank=2, ...],
+        e: InputTensor[dtype=DType.int8, rank=2, ...],
+        scale: InputTensor[dtype=DType.float32, rank=2, ...],
+        suppress: InputTensor[dtype=DType.float32, rank=1, ...],
+        text_end: InputTensor[dtype=DType.int64, rank=1, ...],
+        ctx: DeviceContext,
+    ) raises:
+        comptime assert target == "cpu", "int8 weights are a CPU target's"
+        products[rows, d, vocab, DType.int8, group](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr(),
+                                                    scale.unsafe_ptr())
+        cpu_choice[rows, vocab, top](
+            logits.unsafe_ptr(), suppress.unsafe_ptr(), Int(text_end.unsafe_ptr()[0]), token.unsafe_ptr(),
+            logprob.unsafe_ptr(), text_top_ids.unsafe_ptr(), text_top_logits.unsafe_ptr(), text_logsumexp.unsafe_ptr(),
+        )
+
