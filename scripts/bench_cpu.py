@@ -20,7 +20,8 @@ Rows, each a median over `--repeats` rounds, the engines timed in turn within ea
      `--beams 5` (BUNDLE itself if it is one, else --beams-bundle; without, its cells are blank).
   3. the same over every dev clip (../shared/data/dev/manifest.jsonl): the sum.
   4. one decoder step (token in, next token out) with the self-attention cache filled to
-     positions 10, 100, 400; faster-whisper (CTranslate2) exposes no single step.
+     positions 10, 100, 400, and the beams bundle's step of 5 beams at 100; faster-whisper
+     (CTranslate2) exposes no single step.
   5. whole process, jfk greedy: `mxwr run`, openai-whisper's `whisper` command (on a .pt
      checkpoint of the bundle's weights) and `python -c` with faster-whisper, wall time.
   6. the peak resident memory of row 5's processes (wait4), each engine in its own process.
@@ -59,6 +60,7 @@ ENGINES = {**MXW, "fw-int8": "faster-whisper int8", "fw-fp32": "faster-whisper f
            "ow": "openai-whisper (PyTorch fp32)"}
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 POSITIONS = (10, 100, 400)
+BEAM_POSITION = 100
 VERSIONS = ("max", "ctranslate2", "faster-whisper", "torch", "openai-whisper")
 
 FW_PROCESS = """
@@ -242,16 +244,21 @@ def row_wer(run: dict, manifest: list[dict]) -> Row:
 def row_steps(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
     import torch
 
-    def mxw_steps(t):
+    def mxw_steps(t, role="step"):
+        """One row's step (`step`), or a window's five beams' (`group_step`, after `fork`)."""
         m = t.model
         ctx = t.encode_window(t.mel(audio))
         cache = m.new_cache()
         suppress = m.suppress_mask([])
         token = m.prefill(ctx, cache, np.full((m.batch, 1), t.special.sot, np.int64), 0, suppress).token.to_numpy().copy()
+        if role == "group_step":
+            windows, cache = cache, m.new_cache(role)
+            m.fork(windows, cache, 1)
+            token = np.repeat(token, m.group)
 
         def run(position):
             for _ in range(10):
-                m.step(ctx, cache, token, position, suppress).token.to_numpy()
+                m.step(ctx, cache, token, position, suppress, role=role).token.to_numpy()
 
         return run
 
@@ -275,14 +282,22 @@ def row_steps(e: Engines, audio: np.ndarray, repeats: int) -> list[Row]:
     for name, m in e.mxw.items():
         step = mxw_steps(m.greedy)
         fns.update({(name, p): lambda p=p, step=step: step(p) for p in POSITIONS})
+        if m.beams is not None:
+            beams = mxw_steps(m.beams, "group_step")
+            fns[(name, "beams")] = lambda beams=beams: beams(BEAM_POSITION)
     fns.update({("ow", p): lambda p=p: ow_step(p) for p in POSITIONS})
     times = benchlib.interleaved_times(fns, repeats)
     for h in hooks:
         h.remove()
-    return [Row(f"decoder step at position {p} (ms)", {n: fmt(times[(n, p)] / 10 * 1e3, 2) for n in (*e.mxw, "ow")},
+    rows = [Row(f"decoder step at position {p} (ms)", {n: fmt(times[(n, p)] / 10 * 1e3, 2) for n in (*e.mxw, "ow")},
                 "token in, next token out (argmax of the logits); median of rounds of 10 steps; "
                 "faster-whisper: CTranslate2 has no single-step API" if p == POSITIONS[0] else "")
             for p in POSITIONS]
+    beams = {n: fmt(times[(n, "beams")] / 10 * 1e3, 2) for n in e.mxw if (n, "beams") in times}
+    if beams:
+        rows.append(Row(f"decoder step of 5 beams at position {BEAM_POSITION} (ms)", beams,
+                        "the --beams 5 bundle's group_step: the five rows of a beam search in one pass"))
+    return rows
 
 
 # -- 5, 6. whole process -------------------------------------------------------------------------

@@ -215,7 +215,8 @@ def test_cpu_logits_kernel_summarizes_the_text_tokens():
     """The CPU's logits kernel (any number of rows, float32 or int8 embedding) gives, besides
     the greedy choice, each row's best text tokens under the suppress mask (largest first, the
     lower id first among equals) and their log-sum-exp; the graph ops' summary (where the
-    kernel does not serve) agrees."""
+    kernel does not serve) agrees. Against an int8 embedding the rows are rounded to 8 bits in
+    groups of 64 (kernels/vnni.mojo), as `int8_activations` does."""
     from max.driver import CPU
     from max.dtype import DType
     from max.engine import InferenceSession
@@ -256,8 +257,8 @@ def test_cpu_logits_kernel_summarizes_the_text_tokens():
         outputs[kind] = [o.to_numpy() for o in model.execute(x, suppress, np.array([text_end]))]
 
     for kind, (logits, token, logprob, ids, values, lse, ops_ids, ops_values, ops_lse) in outputs.items():
-        w = embedding if kind == "float32" else widened(q, scale)
-        np.testing.assert_allclose(logits, x @ w.T, rtol=1e-5, atol=1e-4)
+        expected = x @ embedding.T if kind == "float32" else int8_activations(x) @ widened(q, scale).T
+        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-4)
         own = logits + suppress
         assert token.tolist() == own.argmax(-1).tolist() and token[1] == 50300
         for r in range(len(x)):
@@ -273,6 +274,15 @@ def test_cpu_logits_kernel_summarizes_the_text_tokens():
         assert ids[0, :3].tolist() == [40, 41, 900]
         np.testing.assert_allclose(logprob, -np.log(np.exp((own - own.max(-1, keepdims=True)).astype(np.float64)).sum(-1)),
                                    atol=1e-6)
+
+
+def int8_activations(x: np.ndarray) -> np.ndarray:
+    """x as the VNNI products see it: each group of 64 values of a row rounded to 8 bits, the
+    group's largest |x| at 127."""
+    groups = x.reshape(*x.shape[:-1], -1, 64)
+    scale = np.abs(groups).max(axis=-1, keepdims=True) / 127
+    scale = np.where(scale > 0, scale, 1).astype(np.float32)
+    return (np.round(groups / scale) * scale).reshape(x.shape).astype(np.float32)
 
 
 def test_cache_write_kernel_writes_one_slot_in_place():

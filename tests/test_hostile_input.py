@@ -166,6 +166,17 @@ def test_a_bundle_for_another_max_is_refused_before_loading(tiny_bundle, tmp_pat
     assert_one_line_error(mxwr("run", str(bad), str(JFK)), "MAX 25.1.0", f"MAX {version('max')}", "rebuild")
 
 
+def test_a_bundle_for_another_cpu_is_refused_before_loading(tiny_bundle, tmp_path):
+    """A CPU target is compiled for the CPU that built it: on one without an extension its code
+    uses, one line saying which, not an illegal instruction."""
+    from mxwr.targets import CPU_FEATURES, this_cpu
+
+    _, features = this_cpu()
+    lacking = next(f for f in CPU_FEATURES if f not in features)  # e.g. amx_tile on this EPYC
+    bad = rewritten(tiny_bundle, tmp_path, lambda m: m["producer"]["host"]["cpu_features"].append(lacking))
+    assert_one_line_error(mxwr("run", str(bad), str(JFK)), lacking, "this one lacks", "build the bundle on this kind of CPU")
+
+
 # -- audio ----------------------------------------------------------------------------------------
 
 

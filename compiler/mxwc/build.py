@@ -16,7 +16,7 @@ import msgpack
 from mxwr.bundle import BundleWriter
 from mxwr.dims import Shape
 from mxwr.graphspec import Layout
-from mxwr.targets import max_version
+from mxwr.targets import CPU_FEATURES, max_version, this_cpu
 from mxwr.manifest import (FORMAT_MAJOR, FORMAT_MINOR, MAX_NAME, Audio, GraphEntry, Host, Manifest, ModelInfo,
                            Producer, Target, Tokenizer)
 
@@ -88,29 +88,11 @@ def source_sha256(files: tuple[Path, ...]) -> str:
     return digest.hexdigest()
 
 
-# Instruction-set extensions worth recording (MAX's CPU kernels pick code paths by them), in
-# /proc/cpuinfo's spelling: x86 "flags", Arm "Features".
-CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
-                "asimd", "asimddp", "asimdhp", "sve", "sve2", "bf16", "i8mm")
-
-
 def build_host() -> Host:
     """What kind of machine builds (OS, architecture, CPU model and features); no host name."""
-    cpu, flags = None, set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware", "cpu model") and value.strip() and cpu is None:
-                    cpu = value.strip()
-                elif key in ("flags", "features"):
-                    flags.update(value.split())
-    except OSError:  # not Linux: the platform module's answer
-        cpu = platform.processor()
+    cpu, features = this_cpu()
     return Host(platform.system()[:MAX_NAME], platform.machine()[:MAX_NAME], (cpu or "unknown")[:MAX_NAME],
-                tuple(f for f in CPU_FEATURES if f in flags))
+                tuple(f for f in CPU_FEATURES if f in (features or ())))
 
 
 @contextmanager

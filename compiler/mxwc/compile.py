@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -67,40 +68,37 @@ def parse_target(target: str) -> tuple[str, str] | None:
     return api, arch
 
 
-def _compile_graphs(
-    target: str, dims: ModelDims, shape: Shape, shapes: Mapping[str, tuple[int, ...]], dtype: str,
-    layout: Layout, alignment: Alignment | None, quantization: str = "none",
-) -> list[tuple[CompiledGraph, float]]:
+_SESSION: list[Any] = []  # this process's InferenceSession for its target (a worker compiles many roles)
+
+
+def _start_worker(target: str) -> None:
+    """A fresh (spawned) process for `target`: a GPU target's virtual device is set before MAX
+    creates any device, since MAX latches the device kind at the first one."""
+    gpu = parse_target(target)
+    if gpu is not None:
+        from max import driver
+
+        api, arch = gpu
+        driver.set_virtual_device_api(api)
+        driver.set_virtual_device_target_arch(arch)
+        driver.set_virtual_device_count(1)
+
+
+def _compile_role(target: str, role: str, ctx: GraphContext) -> tuple[CompiledGraph, float]:
     from max.driver import CPU, Accelerator
     from max.engine import InferenceSession
 
-    if parse_target(target) is None:
-        device, session = DeviceRef.CPU(), InferenceSession(devices=[CPU()])
-    else:
-        device, session = DeviceRef.GPU(0), InferenceSession(devices=[Accelerator(0), CPU()])
-    ctx = GraphContext(dims, shape, shapes, DType[dtype], device, layout, alignment, quantization)
-    out = []
-    for role in roles(shape, alignment is not None):
-        start = time.perf_counter()
-        graph = trace(role, ctx)
-        compiled = session.compile(graph)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{role}.mef"
-            compiled.export_mef(path)
-            mef = path.read_bytes()
-        out.append((CompiledGraph(role, mef, signature(role, graph, ctx.geometry)), time.perf_counter() - start))
-    return out
-
-
-def _compile_virtual(target: str, *args: Any) -> list[tuple[CompiledGraph, float]]:
-    """In a fresh process: MAX latches the device kind at the first device it creates."""
-    from max import driver
-
-    api, arch = parse_target(target)
-    driver.set_virtual_device_api(api)
-    driver.set_virtual_device_target_arch(arch)
-    driver.set_virtual_device_count(1)
-    return _compile_graphs(target, *args)
+    if not _SESSION:
+        devices = [CPU()] if parse_target(target) is None else [Accelerator(0), CPU()]
+        _SESSION.append(InferenceSession(devices=devices))
+    start = time.perf_counter()
+    graph = trace(role, ctx)
+    compiled = _SESSION[0].compile(graph)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{role}.mef"
+        compiled.export_mef(path)
+        mef = path.read_bytes()
+    return CompiledGraph(role, mef, signature(role, graph, ctx.geometry)), time.perf_counter() - start
 
 
 def compile_target(
@@ -111,16 +109,22 @@ def compile_target(
     """Traces and compiles the bundle's graphs for `target`, in `layout`, on weights stored as
     `quantization` says (`mxwr.quantization`).
 
-    GPU targets are cross-compiled with MAX virtual devices, so no GPU is needed to build them;
-    each compiles in its own spawned process.
+    Each graph compiles in a spawned worker process, as many at once as there are cores: MAX
+    compiles one graph mostly on one core. GPU targets are cross-compiled with MAX virtual
+    devices, so no GPU is needed to build them.
     """
-    args = (dims, shape, shapes, dtype, layout, alignment, quantization)
-    if parse_target(target) is None:
-        results = _compile_graphs(target, *args)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            results = pool.submit(_compile_virtual, target, *args).result()
+    device = DeviceRef.CPU() if parse_target(target) is None else DeviceRef.GPU(0)
+    ctx = GraphContext(dims, shape, shapes, DType[dtype], device, layout, alignment, quantization)
+    graph_roles = roles(shape, alignment is not None)
+    workers = max(1, min(len(graph_roles), len(os.sched_getaffinity(0))))
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(target,)
+    ) as pool:
+        # The slowest graphs first, so the last to finish is a short one.
+        order = sorted(graph_roles, key=lambda r: r not in ("encoder", "prefill", "step"))
+        futures = {role: pool.submit(_compile_role, target, role, ctx) for role in order}
+        results = [futures[role].result() for role in graph_roles]
     for graph, seconds in results:
         weights = dtype if quantization == "none" else f"{dtype}, {quantization} weights"
         log(f"  compiled {graph.role} graph for {target} ({weights}, {len(graph.mef) / 1e6:.1f} MB MEF) "

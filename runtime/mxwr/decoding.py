@@ -32,6 +32,10 @@ from .scores import DenseLogits, SplitLogits, log_softmax
 from .tokens import SpecialTokens
 
 
+# Only weights that are not numbers make a log-probability NaN: no transcript, not a wrong one.
+NAN = "the model computed NaN log-probabilities: the bundle's weights are corrupt"
+
+
 @dataclass(frozen=True)
 class DecodingOptions:
     """openai-whisper's `DecodingOptions` (fp16 is the bundle's dtype, not an option), plus the
@@ -351,8 +355,7 @@ class DecodingTask:
         n = self.n_group
         candidates, scores = sampler.finalize(tokens.reshape(n_audio, n, -1), sum_logprobs.reshape(n_audio, n))
         if any(score != score for row in scores for score in row) or np.isnan(no_speech).any():
-            # Only weights that are not numbers make a log-probability NaN: no transcript, not a wrong one.
-            raise MxwError("the model computed NaN log-probabilities: the bundle's weights are corrupt")
+            raise MxwError(NAN)
         results = []
         for i in range(n_audio):
             texts = [c[self.sample_begin : c.index(special.eot, self.sample_begin)] for c in candidates[i]]
@@ -443,8 +446,11 @@ class DecodingTask:
         if not self.summarized:
             return DenseLogits(np.repeat(logits, repeat, axis=0))
         top_ids, top_logits, lse = (np.repeat(b.to_numpy(), repeat, axis=0) for b in out.text_summary)
-        return SplitLogits(np.repeat(logits[:, eot:], repeat, axis=0), eot, top_ids, top_logits, lse,
+        view = SplitLogits(np.repeat(logits[:, eot:], repeat, axis=0), eot, top_ids, top_logits, lse,
                            self.masks[first])
+        if not view.finite():  # its choices could not be made
+            raise MxwError(NAN)
+        return view
 
 
 def detect_language(model: WhisperModel, special: SpecialTokens,

@@ -25,7 +25,7 @@ from .errors import BundleError, MxwError
 from .graphspec import SPECS, cache_names
 from .manifest import GraphEntry, Target
 from .replay import Const, Fixed, ReplayedGraph
-from .targets import check_max_version, open_device, select_target
+from .targets import check_cpu, check_max_version, open_device, select_target
 from .validate import check_frontend
 
 REPLAY_MODES = ("auto", "off", "emulate")
@@ -128,6 +128,8 @@ class WhisperModel:
             gpu_memory.reserve_for(m)
         self.target: Target = select_target(m.targets, device)
         check_max_version(m.producer.max_version, bundle.path)
+        if not self.target.is_gpu:
+            check_cpu(m.producer.host, bundle.path)
         self.device = open_device(self.target)
 
         # Read-only views into the mapping; the reader outlives the models (self.bundle).

@@ -139,7 +139,11 @@ class SplitLogits:
     def normalizer(self) -> np.ndarray:
         """Each row's log-sum-exp of every (masked) logit, float64."""
         if self._normalizer is None:
-            special = np.array([logsumexp(row) for row in self.special])
+            top = self.special.max(axis=1)
+            shift = np.where(np.isfinite(top), top, np.float32(0))
+            with np.errstate(divide="ignore"):
+                sums = np.exp((self.special - shift[:, None]).astype(np.float64)).sum(axis=1)
+                special = np.log(sums) + shift
             self._normalizer = np.logaddexp(self._text_lse(), special)
         return self._normalizer
 
@@ -191,17 +195,15 @@ class SplitLogits:
         return ids[np.lexsort((ids, -self._logprob(row, logits)))[:k]]
 
     def logprob(self, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        out = np.empty(len(tokens), dtype=np.float32)
-        for i, (row, token) in enumerate(zip(np.asarray(rows).tolist(), np.asarray(tokens).tolist())):
-            if token >= self.text_end:
-                value = self.special[row, token - self.text_end]
-            else:
-                where = np.flatnonzero(self.top_ids[row] == token)
-                if self.text_gone[row] or len(where) == 0:
-                    raise MxwError("internal: a text token outside the graph's summary was chosen")
-                value = self.top_logits[row, where[0]]
-            out[i] = self._logprob(row, np.float32(value))
-        return out
+        rows, tokens = np.asarray(rows), np.asarray(tokens)
+        special = tokens >= self.text_end
+        values = self.special[rows, np.where(special, tokens - self.text_end, 0)]
+        if not special.all():
+            found = self.top_ids[rows] == tokens[:, None]
+            if not (found.any(axis=1) | special).all() or (self.text_gone[rows] & ~special).any():
+                raise MxwError("internal: a text token outside the graph's summary was chosen")
+            values = np.where(special, values, self.top_logits[rows, found.argmax(axis=1)])
+        return (values - self.normalizer()[rows]).astype(np.float32)
 
     def finite(self) -> bool:
         return not (np.isnan(self.special).any() or np.isnan(self.text_logsumexp).any()

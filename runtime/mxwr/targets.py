@@ -6,11 +6,51 @@ target whose architecture matches the host's GPU, then the CPU target.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cache
 
 from .errors import BundleError, MxwError
-from .manifest import Target
+from .manifest import Host, Target
+
+# Instruction-set extensions worth recording (MAX's CPU kernels and ours pick code paths by them,
+# for the CPU that compiles them), in /proc/cpuinfo's spelling: x86 "flags", Arm "Features".
+CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+                "asimd", "asimddp", "asimdhp", "sve", "sve2", "bf16", "i8mm")
+
+
+@cache
+def this_cpu() -> tuple[str | None, frozenset[str]]:
+    """This CPU's model name (None where the system does not say) and its extensions among
+    CPU_FEATURES (None: not known here, not Linux)."""
+    cpu, flags = None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and value.strip() and cpu is None:
+                    cpu = value.strip()
+                elif key in ("flags", "features"):
+                    flags.update(value.split())
+    except OSError:  # not Linux: the platform module's answer, and no features to go by
+        return platform.processor() or None, None
+    return cpu, frozenset(f for f in CPU_FEATURES if f in flags)
+
+
+def check_cpu(built_on: Host, path: object) -> None:
+    """A CPU target's code is compiled for the CPU that built it: a CPU without one of its
+    extensions would stop at the first instruction it lacks."""
+    _, features = this_cpu()
+    if features is None or built_on.machine != platform.machine():
+        return
+    missing = [f for f in built_on.cpu_features if f not in features]
+    if missing:
+        raise BundleError(
+            f"{path}'s CPU code was compiled for a CPU with {', '.join(missing)}, which this one lacks: "
+            f"build the bundle on this kind of CPU")
 
 
 def open_device(target: Target):

@@ -23,6 +23,7 @@ from std.sys import size_of
 from std.utils.numerics import neg_inf
 
 from .products import products
+from .vnni import vnni_products
 
 comptime F32 = DType.float32
 comptime LOGIT_THREADS = 256
@@ -328,10 +329,8 @@ struct LogitsGreedy:
             )
         else:
             comptime if dtype == F32:
-                products[rows, d, vocab, F32, d](
-                    logits.unsafe_ptr(), x.unsafe_ptr().bitcast[Float32](), e.unsafe_ptr().bitcast[Float32](),
-                    suppress.unsafe_ptr(),  # unread: float32 weights have no scales
-                )
+                products[rows, d, vocab](logits.unsafe_ptr(), x.unsafe_ptr().bitcast[Float32](),
+                                         e.unsafe_ptr().bitcast[Float32]())
             else:
                 logits_cpu_16bit[dtype, rows, d, vocab](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr())
             var none_i = best_index.unsafe_ptr().bitcast[Int64]()
@@ -361,7 +360,7 @@ struct LogitsChoice:
         ctx: DeviceContext,
     ) raises:
         comptime assert target == "cpu", "the logits kernel with a text summary is the CPU's"
-        products[rows, d, vocab, F32, d](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr(), suppress.unsafe_ptr())
+        products[rows, d, vocab](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr())
         cpu_choice[rows, vocab, top](
             logits.unsafe_ptr(), suppress.unsafe_ptr(), Int(text_end.unsafe_ptr()[0]), token.unsafe_ptr(),
             logprob.unsafe_ptr(), text_top_ids.unsafe_ptr(), text_top_logits.unsafe_ptr(), text_logsumexp.unsafe_ptr(),
@@ -371,7 +370,7 @@ struct LogitsChoice:
 @extensibility.register("mxw_logits_choice_int8")
 struct LogitsChoiceInt8:
     """`mxw_logits_choice` against an int8 embedding [vocab, d] with its groups' scales
-    [vocab, d / group]."""
+    [vocab, d / group], x rounded to 8 bits a group at a time (kernels/vnni.mojo)."""
 
     @staticmethod
     def execute[target: StaticString, rows: Int, d: Int, vocab: Int, top: Int, group: Int](
@@ -389,8 +388,8 @@ struct LogitsChoiceInt8:
         ctx: DeviceContext,
     ) raises:
         comptime assert target == "cpu", "int8 weights are a CPU target's"
-        products[rows, d, vocab, DType.int8, group](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr(),
-                                                    scale.unsafe_ptr())
+        comptime assert group == 64, "the VNNI products take groups of 64"
+        vnni_products[rows, d, vocab](logits.unsafe_ptr(), x.unsafe_ptr(), e.unsafe_ptr(), scale.unsafe_ptr())
         cpu_choice[rows, vocab, top](
             logits.unsafe_ptr(), suppress.unsafe_ptr(), Int(text_end.unsafe_ptr()[0]), token.unsafe_ptr(),
             logprob.unsafe_ptr(), text_top_ids.unsafe_ptr(), text_top_logits.unsafe_ptr(), text_logsumexp.unsafe_ptr(),

@@ -1,16 +1,12 @@
-"""Products of a few rows with a stored weight on the CPU: y [rows, n] = x [rows, k] (float32)
-times w [n, k] transposed (+ a bias), w float32 or int8 (one float32 scale per group of a row's
-values, `mxwr.quantization`): the decoder steps' linears and their logits against the tied
-embedding.
-
-MAX's matmul of one row (or five) with a transposed weight reads it at well under half the
-memory's bandwidth (BENCHMARKS.md).
+"""Products of a few rows with a stored float32 weight on the CPU: y [rows, n] = x [rows, k] times
+w [n, k] transposed (+ a bias): the decoder steps' linears and their logits against the tied
+embedding. (An int8 target's: kernels/vnni.mojo.)
 
 A decoder step reads every weight once per token, so its time is the weights' bytes over the
-memory's bandwidth (int8 weights are a quarter of float32's). Each weight row is read once for
-a block of rows of x (an int8 one widened to float32 in registers and scaled), and multiplied
-in float32; the activations stay float32. The weight's rows are split into ranges over MAX's
-CPU thread pool; a task keeps its range in cache while blocks of x pass over it.
+memory's bandwidth, which MAX's matmul of one row (or five) with a transposed weight reaches
+well under half of (BENCHMARKS.md). Each weight row is read once for a block of rows of x; the
+weight's rows are split into ranges over MAX's CPU thread pool, and a task keeps its range in
+cache while blocks of x pass over it.
 """
 
 import extensibility
@@ -19,6 +15,8 @@ from max.algorithm import parallelize
 from max.gpu.host import DeviceContext
 from std.memory import stack_allocation
 
+from .vnni import vnni_products
+
 comptime F32 = DType.float32
 comptime WIDTH = 16  # float32 lanes of an AVX-512 register
 comptime TASKS = 64  # ranges of weight rows handed to the thread pool
@@ -26,32 +24,25 @@ comptime BLOCK = 8  # rows of x per pass over a task's weight rows (more rows: m
 
 
 @always_inline
-def block_products[R: Int, k: Int, wdtype: DType, group: Int](
+def block_products[R: Int, k: Int](
     y: UnsafePointer[Float32, MutAnyOrigin],
     n: Int,
     x: UnsafePointer[Float32, MutAnyOrigin],
-    row: UnsafePointer[Scalar[wdtype], MutAnyOrigin],
-    scales: UnsafePointer[Float32, MutAnyOrigin],
+    row: UnsafePointer[Float32, MutAnyOrigin],
 ):
     """y[r * n] = x[r] . row for R consecutive rows of x, each 16-value chunk of the weight row
-    loaded (an int8 one widened and scaled by its group's scale) once for all R rows. Sums per
-    row: SUMS, in flight together (a dot product is a chain of adds)."""
+    loaded once for all R rows. Sums per row: SUMS, in flight together (a dot product is a chain
+    of adds)."""
     comptime CHUNKS = k // WIDTH
-    comptime PER_GROUP = group // WIDTH
     comptime SUMS = 4 if R == 1 else 2
     comptime assert CHUNKS % SUMS == 0, "the reduction dimension must be a multiple of 64"
-    comptime assert group % WIDTH == 0 and k % group == 0, "groups must be whole chunks and tile a row"
     var acc = stack_allocation[R * SUMS, SIMD[F32, WIDTH]]()
     comptime for i in range(R * SUMS):
         acc[i] = SIMD[F32, WIDTH](0)
     comptime for c in range(0, CHUNKS, SUMS):
         comptime for s in range(SUMS):
             comptime chunk = c + s
-            var w: SIMD[F32, WIDTH]
-            comptime if wdtype == F32:
-                w = (row + chunk * WIDTH).load[width=WIDTH]().cast[F32]()
-            else:
-                w = (row + chunk * WIDTH).load[width=WIDTH]().cast[DType.int32]().cast[F32]() * scales[chunk // PER_GROUP]
+            var w = (row + chunk * WIDTH).load[width=WIDTH]()
             comptime for r in range(R):
                 acc[r * SUMS + s] += w * (x + r * k + chunk * WIDTH).load[width=WIDTH]()
     comptime for r in range(R):
@@ -61,31 +52,26 @@ def block_products[R: Int, k: Int, wdtype: DType, group: Int](
         y[r * n] = total.reduce_add()
 
 
-def products[rows: Int, k: Int, n: Int, wdtype: DType, group: Int, tasks: Int = TASKS](
+def products[rows: Int, k: Int, n: Int, tasks: Int = TASKS](
     y: UnsafePointer[Float32, MutAnyOrigin],
     x: UnsafePointer[Float32, MutAnyOrigin],
-    w: UnsafePointer[Scalar[wdtype], MutAnyOrigin],
-    scale: UnsafePointer[Float32, MutAnyOrigin],
+    w: UnsafePointer[Float32, MutAnyOrigin],
 ):
-    """y = x w^T over every core; an int8 w's row j in groups of `group` values, each scaled by
-    scale[j, g] (a float32 w: `group` = k, `scale` unread). A task takes a range of weight rows
-    and passes blocks of x's rows over it."""
+    """y = x w^T over every core. A task takes a range of weight rows and passes blocks of x's
+    rows over it."""
     comptime FULL = rows // BLOCK
     comptime REST = rows % BLOCK
-    comptime GROUPS = k // group
     var per = (n + tasks - 1) // tasks
 
-    def part(task: Int) {imm y, imm x, imm w, imm scale, imm per}:
+    def part(task: Int) {imm y, imm x, imm w, imm per}:
         var first = task * per
         var last = min(first + per, n)
         for b in range(FULL):
             for j in range(first, last):
-                block_products[BLOCK, k, wdtype, group](y + b * BLOCK * n + j, n, x + b * BLOCK * k, w + j * k,
-                                                        scale + j * GROUPS)
+                block_products[BLOCK, k](y + b * BLOCK * n + j, n, x + b * BLOCK * k, w + j * k)
         comptime if REST > 0:
             for j in range(first, last):
-                block_products[REST, k, wdtype, group](y + FULL * BLOCK * n + j, n, x + FULL * BLOCK * k, w + j * k,
-                                                       scale + j * GROUPS)
+                block_products[REST, k](y + FULL * BLOCK * n + j, n, x + FULL * BLOCK * k, w + j * k)
 
     parallelize(part, tasks)
 
@@ -116,14 +102,15 @@ struct Linear:
     ) raises:
         comptime assert target == "cpu", "the small-row products are the CPU's"
         # A task a few weight rows: the linears' weights are narrow (n of 384 to 1536).
-        products[rows, k, n, F32, k, 16](y.unsafe_ptr(), x.unsafe_ptr(), w.unsafe_ptr(), x.unsafe_ptr())
+        products[rows, k, n, 16](y.unsafe_ptr(), x.unsafe_ptr(), w.unsafe_ptr())
         add_bias[rows, n](y.unsafe_ptr(), bias.unsafe_ptr())
 
 
 @extensibility.register("mxw_linear_int8")
 struct LinearInt8:
     """x [rows, k] float32 times the int8 weight [n, k] (openai-whisper's [out, in]) with its
-    groups' scales [n, k / group], plus the bias [n] -> y [rows, n] float32."""
+    groups' scales [n, k / group], plus the bias [n] -> y [rows, n] float32; x rounded to 8 bits
+    a group at a time (kernels/vnni.mojo)."""
 
     @staticmethod
     def execute[target: StaticString, rows: Int, k: Int, n: Int, group: Int](
@@ -135,5 +122,6 @@ struct LinearInt8:
         ctx: DeviceContext,
     ) raises:
         comptime assert target == "cpu", "int8 weights are a CPU target's"
-        products[rows, k, n, DType.int8, group, 16](y.unsafe_ptr(), x.unsafe_ptr(), w.unsafe_ptr(), scale.unsafe_ptr())
+        comptime assert group == 64, "the VNNI products take groups of 64"
+        vnni_products[rows, k, n, 16](y.unsafe_ptr(), x.unsafe_ptr(), w.unsafe_ptr(), scale.unsafe_ptr())
         add_bias[rows, n](y.unsafe_ptr(), bias.unsafe_ptr())

@@ -1,0 +1,106 @@
+"""An int8 target's products of a few rows on x86 VNNI: y [rows, n] = x [rows, k] (float32) times
+w [n, k] (int8, a float32 scale per group of 64 values of a row) transposed.
+
+Widening int8 weights to float32 costs more instructions than the product itself once several
+rows share each weight (beam search's five): here the rows are rounded to 8 bits too, in the
+same groups of 64 (each group's largest |x| maps to 127), and each group's 64 products of one
+row are a single `vpdpbusd` (64 unsigned x signed 8-bit products summed four by four into 16
+32-bit lanes). The instruction takes unsigned activations, so x + 128 goes in, and 128 times the
+group's sum of weights (a `vpdpbusd` of the weights by 128, once for all rows) comes off first.
+Each group's 16 integer sums are then scaled by the weight's and the row's scales, in float32.
+"""
+
+from max.algorithm import parallelize
+from std.math import round
+from std.memory import alloc, bitcast, stack_allocation
+from std.sys import llvm_intrinsic
+
+comptime F32 = DType.float32
+comptime GROUP = 64  # values per scale, of a weight row and of a row of x: one 512-bit register of int8
+comptime LANES = 16  # 32-bit sums of a vpdpbusd
+comptime TASKS = 64  # ranges of weight rows handed to the thread pool
+comptime BLOCK = 8  # rows of x per pass over a task's weight rows
+
+
+@always_inline
+def dot4(acc: SIMD[DType.int32, LANES], a: SIMD[DType.uint8, GROUP], b: SIMD[DType.int8, GROUP]) -> SIMD[DType.int32, LANES]:
+    """acc + each lane's 4 products of unsigned a by signed b (AVX-512 VNNI vpdpbusd)."""
+    return llvm_intrinsic["llvm.x86.avx512.vpdpbusd.512", SIMD[DType.int32, LANES]](acc, bitcast[DType.int8, GROUP](a), b)
+
+
+def quantize_rows[rows: Int, k: Int](
+    x: UnsafePointer[Float32, MutAnyOrigin],
+    xq: UnsafePointer[UInt8, MutAnyOrigin],
+    xs: UnsafePointer[Float32, MutAnyOrigin],
+):
+    """Each group of 64 values of x: scale = largest |x| / 127 (1 for zeros), xq = round(x / scale)
+    + 128, so xq in [1, 255] stands for scale * (xq - 128)."""
+    comptime GROUPS = k // GROUP
+    for r in range(rows):
+        for g in range(GROUPS):
+            var values = (x + r * k + g * GROUP).load[width=GROUP]()
+            var top = abs(values).reduce_max()
+            var scale = top / 127 if top > 0 else Float32(1)
+            var q = round(values / scale) + 128
+            (xq + r * k + g * GROUP).store(q.cast[DType.uint8]())
+            xs[r * GROUPS + g] = scale
+
+
+@always_inline
+def vnni_block[R: Int, k: Int](
+    y: UnsafePointer[Float32, MutAnyOrigin],
+    n: Int,
+    xq: UnsafePointer[UInt8, MutAnyOrigin],
+    xs: UnsafePointer[Float32, MutAnyOrigin],
+    row: UnsafePointer[Int8, MutAnyOrigin],
+    scales: UnsafePointer[Float32, MutAnyOrigin],
+):
+    """y[r * n] = x[r] . row for R rows of quantized x, each group of the weight row loaded once."""
+    comptime GROUPS = k // GROUP
+    var acc = stack_allocation[R, SIMD[F32, LANES]]()
+    comptime for r in range(R):
+        acc[r] = SIMD[F32, LANES](0)
+    var offset = SIMD[DType.uint8, GROUP](128)
+    comptime for g in range(GROUPS):
+        var w = (row + g * GROUP).load[width=GROUP]()
+        var shift = -dot4(SIMD[DType.int32, LANES](0), offset, w)  # 128 * the group's weights, 4 by 4
+        var sw = scales[g]
+        comptime for r in range(R):
+            var sums = dot4(shift, (xq + r * k + g * GROUP).load[width=GROUP](), w)
+            acc[r] += sums.cast[F32]() * (sw * xs[r * GROUPS + g])
+    comptime for r in range(R):
+        y[r * n] = acc[r].reduce_add()
+
+
+def vnni_products[rows: Int, k: Int, n: Int, tasks: Int = TASKS](
+    y: UnsafePointer[Float32, MutAnyOrigin],
+    x: UnsafePointer[Float32, MutAnyOrigin],
+    w: UnsafePointer[Int8, MutAnyOrigin],
+    scale: UnsafePointer[Float32, MutAnyOrigin],
+):
+    """y = x w^T over every core, x rounded to 8 bits a group at a time. A task takes a range of
+    weight rows and passes blocks of x's rows over it."""
+    comptime assert k % GROUP == 0, "int8 products need rows of a multiple of 64 values"
+    comptime GROUPS = k // GROUP
+    comptime FULL = rows // BLOCK
+    comptime REST = rows % BLOCK
+    var xq = alloc[UInt8](rows * k).unsafe_origin_cast[MutAnyOrigin]()
+    var xs = alloc[Float32](rows * GROUPS).unsafe_origin_cast[MutAnyOrigin]()
+    quantize_rows[rows, k](x, xq, xs)
+    var per = (n + tasks - 1) // tasks
+
+    def part(task: Int) {imm y, imm xq, imm xs, imm w, imm scale, imm per}:
+        var first = task * per
+        var last = min(first + per, n)
+        for b in range(FULL):
+            for j in range(first, last):
+                vnni_block[BLOCK, k](y + b * BLOCK * n + j, n, xq + b * BLOCK * k, xs + b * BLOCK * GROUPS,
+                                     w + j * k, scale + j * GROUPS)
+        comptime if REST > 0:
+            for j in range(first, last):
+                vnni_block[REST, k](y + FULL * BLOCK * n + j, n, xq + FULL * BLOCK * k, xs + FULL * BLOCK * GROUPS,
+                                    w + j * k, scale + j * GROUPS)
+
+    parallelize(part, tasks)
+    xq.free()
+    xs.free()
