@@ -43,10 +43,11 @@ class Layout:
     cache_kernel: bool = False  # the step writes its cache slot with our kernel (mxwc/kernels/cache.mojo)
     logits_kernel: bool = False  # logits + greedy token of a few rows by our kernel (logits.mojo)
     single_query: bool = False  # the step attends by float32 sums instead of batched matmuls
-    # The CPU's own kernels for the decoder steps (attention.mojo, products.mojo, cache.mojo): they
-    # attend over the cache slots written so far and over the window's cross K/V, multiply their
-    # few rows by the weights at the memory's speed, and fork/reorder copy only written slots.
-    step_kernels: bool = False
+    # The CPU's own kernels (attention.mojo, products.mojo, vnni.mojo, cache.mojo): the decoder
+    # steps attend over the cache slots written so far and over the window's cross K/V and
+    # multiply their few rows by the weights at the memory's speed; the encoder attends without
+    # materializing its frames x frames scores; fork/reorder copy only the written slots.
+    cpu_kernels: bool = False
     # The decoder graphs also give each row's best text tokens and the log-sum-exp of its text
     # logits (`_choice`), so the host applies openai-whisper's logit rules to the special
     # tokens alone (`mxwr.scores`).
@@ -55,7 +56,7 @@ class Layout:
     @property
     def kernels(self) -> bool:
         """Whether any of our kernels is built into the decoder graphs."""
-        return self.cache_kernel or self.logits_kernel or self.step_kernels
+        return self.cache_kernel or self.logits_kernel or self.cpu_kernels
 
     @classmethod
     def of(cls, gpu: bool, dtype: str) -> "Layout":
@@ -80,7 +81,7 @@ class Layout:
 
 
 PLAIN = Layout()
-CPU = Layout(cache_kernel=True, logits_kernel=True, step_kernels=True, text_summary=True)
+CPU = Layout(cache_kernel=True, logits_kernel=True, cpu_kernels=True, text_summary=True)
 TILED = Layout(tile=MATMUL_TILE, cross_v_transposed=True, cache_kernel=True, logits_kernel=True, single_query=True)
 
 
@@ -201,6 +202,7 @@ SPECS: dict[str, GraphSpec] = {
                 Port("audio_features", "float32", (g.shape.batch, g.dims.n_audio_ctx, g.dims.n_audio_state)),
                 *_cross(g),
             ],
+            kernels=True,  # the CPU's attention
         ),
         # prompt_len tokens of each window's prompt (the last chunk padded) at positions offset..
         # (on the device) -> logits at two of them: the last real one and start-of-transcript

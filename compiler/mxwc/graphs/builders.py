@@ -16,7 +16,7 @@ from mxwr.graphspec import SPECS, cache_names, round_up, summary_width
 from .attention import attention, causal_mask, merge_heads, single_query_attention, split_heads
 from .context import GraphContext
 from .decoder import decoder_blocks
-from .kernels import cache_fork, cache_reorder, cache_write, step_self_attention
+from .kernels import cache_fork, cache_reorder, cache_write, encoder_attention, step_self_attention
 from .layers import conv1d, embed, head_scale, layer_norm, linear, mlp
 from .layout import cross_layout
 from .logits import logits_and_choice, tied_logits
@@ -87,7 +87,8 @@ def encoder_graph(ctx: GraphContext) -> Graph:
             q = split_heads(linear(p, f"{name}.attn.query", h), dims.n_audio_head) * scale
             k = split_heads(linear(p, f"{name}.attn.key", h, bias=False), dims.n_audio_head) * scale
             v = split_heads(linear(p, f"{name}.attn.value", h), dims.n_audio_head)
-            x = x + linear(p, f"{name}.attn.out", merge_heads(attention(q, k, v, tile=tile)))
+            attended = encoder_attention(q, k, v) if ctx.layout.cpu_kernels else attention(q, k, v, tile=tile)
+            x = x + linear(p, f"{name}.attn.out", merge_heads(attended))
             x = x + mlp(p, name, layer_norm(p, f"{name}.mlp_ln", x))
         features = layer_norm(p, "encoder.ln_post", x)
 
@@ -181,7 +182,7 @@ def step_graph(ctx: GraphContext, role: str = "step") -> Graph:
             here = ops.reshape(slots == position, [1, 1, n_slots, 1])
 
         def self_attend(i: int, q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
-            if layout.step_kernels:  # writes the slot, then reads slots 0..position alone
+            if layout.cpu_kernels:  # writes the slot, then reads slots 0..position alone
                 return step_self_attention(cache[i], cache[L + i], q, k, v, position)
             if layout.cache_kernel:  # the new slot alone, in place; the attention reads the caches where they are
                 cache_write(cache[i], cache[L + i], k, v, position)
@@ -213,7 +214,7 @@ def fork_graph(ctx: GraphContext) -> Graph:
     group = ctx.shape.group
     with ctx.open("fork") as (graph, inputs):
         for source, dest in zip(_caches(ctx, inputs), _caches(ctx, inputs, "group_")):
-            if ctx.layout.step_kernels:
+            if ctx.layout.cpu_kernels:
                 cache_fork(dest, source, inputs["length"])
             else:
                 b, h, s, dh = (int(n) for n in source.shape)
@@ -231,7 +232,7 @@ def reorder_graph(ctx: GraphContext) -> Graph:
     with ctx.open("reorder") as (graph, inputs):
         rows = inputs["source_rows"]
         for cache in _caches(ctx, inputs):
-            if ctx.layout.step_kernels:
+            if ctx.layout.cpu_kernels:
                 cache_reorder(cache, rows, inputs["length"])
             else:
                 ops.buffer_store(cache, ops.gather(ops.buffer_load(cache), rows, axis=0))

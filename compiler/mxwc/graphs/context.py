@@ -48,7 +48,7 @@ class GraphContext:
         """The graph's weights, in the compute dtype unless told otherwise."""
         int8 = frozenset(int8_weights(self.dims)) if self.quantization == "int8" else frozenset()
         return Params(self.weight_shapes, dtype or self.dtype, self.device, self.layout.tile, int8,
-                      self.layout.step_kernels and (dtype or self.dtype) == DType.float32)
+                      self.layout.cpu_kernels and (dtype or self.dtype) == DType.float32)
 
     @contextmanager
     def open(self, role: str) -> Iterator[tuple[Graph, dict[str, Any]]]:

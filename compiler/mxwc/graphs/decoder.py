@@ -28,13 +28,13 @@ def cross_attention(cross_k: TensorValue, cross_v: TensorValue, group: int, n_au
 
     The G sequences of a window share its audio: their queries are folded into the query
     length, so the cross K/V are stored (and read) once per window, not once per sequence.
-    In the step (T = 1), where the layout says so: our kernel (`step_kernels`), which reads
+    In the step (T = 1), where the layout says so: our kernel (`cpu_kernels`), which reads
     each window's K/V once for its G queries, or, one sequence per window,
     `single_query_attention` (`single_query`).
     """
 
     def attend(i: int, q: TensorValue) -> TensorValue:
-        if step and layout.step_kernels:
+        if step and layout.cpu_kernels:
             return step_cross_attention(q, cross_k, cross_v, i, group)
         return attend_layer(q, cross_k[i], cross_v[i])
 

@@ -129,6 +129,14 @@ def cache_write(keys: BufferValue, values: BufferValue, k: TensorValue, v: Tenso
                        parameters={"rows_heads": r * h, "slots": s, "dh": dh})
 
 
+def encoder_attention(q: TensorValue, k: TensorValue, v: TensorValue) -> TensorValue:
+    """kernels/attention.mojo (CPU): softmax(q k^T) v over q, k, v [B, H, T, dh] (q and k
+    pre-scaled), every frame seeing every frame."""
+    b, h, t, dh = (int(n) for n in q.shape)
+    return ops.custom("mxw_encoder_attention", q.device, [q, k, v], [TensorType(DType.float32, [b, h, t, dh], q.device)],
+                      {"batch": b, "heads": h, "frames": t, "dh": dh})[0].tensor
+
+
 def step_self_attention(keys: BufferValue, values: BufferValue, q: TensorValue, k: TensorValue,
                         v: TensorValue, position: TensorValue) -> TensorValue:
     """kernels/attention.mojo (CPU): k, v [R, H, 1, dh] into slot `position` of the caches

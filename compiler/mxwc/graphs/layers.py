@@ -26,7 +26,7 @@ class Params:
     `tile` is the target layout's (`Layout.tile`): products with the weights follow it
     (`times_weight`). `int8`: the names stored as int8 with their groups' scales (`mxwr.quantization`),
     which `linear`, `embed` and the logits multiply by our kernel or widen. `small_products`:
-    the layout's own kernels multiply a few rows by float32 weights (`Layout.step_kernels`).
+    the layout's own kernels multiply a few rows by float32 weights (`Layout.cpu_kernels`).
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype: DType, device: DeviceRef,
