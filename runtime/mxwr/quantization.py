@@ -1,17 +1,19 @@
 """How a target's weights are stored: the manifest's `quantization`, and the tensors it implies.
 
 - `none`: every tensor of openai-whisper's state dict in the target's compute dtype.
-- `int8` (float32 CPU targets): the weights the decoder graphs alone read — each block's self-
-  and cross-attention query/out, self-attention key/value and MLP matrices, and the token
-  embedding (the tied logits) — as int8 in groups of GROUP consecutive weights of a row, each
+- `int8` (float32 CPU targets): every linear's matrix (the encoder's and the decoder's attention
+  and MLP matrices, the cross-attention key/value projections among them) and the token
+  embedding (the tied logits), as int8 in groups of GROUP consecutive weights of a row, each
   group scaled by its own float32 factor, stored as `<name>.scale` [rows, cols / GROUP]:
   w[i, j] ≈ scale[i, j // GROUP] * q[i, j], with the scale the group's largest |w| / 127 and q
-  rounded to the nearest integer (one scale per row moved dev clips' words). Everything else (the encoder, the cross-attention key/value
-  projections it applies, biases, layer norms, positional embeddings) stays float32; the
-  decoders multiply float32 activations by the widened int8 weights.
+  rounded to the nearest integer (one scale per row moved dev clips' words). Everything else
+  (the convolutions, biases, layer norms, positional embeddings) stays float32. The graphs
+  round the activations of each product to 8 bits in the same groups, so that each group's
+  products are one instruction of the CPU's 8-bit dot products (kernels/vnni.mojo).
 
 The decoder step reads every weight once per token, so its time is the weights' bytes over the
-memory's bandwidth; the encoder's products are bounded by arithmetic, not by reading weights.
+memory's bandwidth; the encoder's products are bounded by arithmetic, which 8-bit dot products
+do four times as much of per instruction as float32 ones.
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ GROUP = 64  # weights of a row per scale
 
 
 def int8_weights(dims: ModelDims) -> tuple[str, ...]:
-    """The state-dict names an int8 target stores as int8."""
+    """The state-dict names an int8 target stores as int8: every linear's matrix and the token
+    embedding."""
     names = ["decoder.token_embedding.weight"]
+    for i in range(dims.n_audio_layer):
+        block = f"encoder.blocks.{i}"
+        names += [f"{block}.attn.{p}.weight" for p in ("query", "key", "value", "out")]
+        names += [f"{block}.mlp.0.weight", f"{block}.mlp.2.weight"]
     for i in range(dims.n_text_layer):
         block = f"decoder.blocks.{i}"
         names += [f"{block}.attn.{p}.weight" for p in ("query", "key", "value", "out")]
-        names += [f"{block}.cross_attn.{p}.weight" for p in ("query", "out")]
+        names += [f"{block}.cross_attn.{p}.weight" for p in ("query", "key", "value", "out")]
         names += [f"{block}.mlp.0.weight", f"{block}.mlp.2.weight"]
     return tuple(names)
 

@@ -69,8 +69,8 @@ def logits_greedy(x: TensorValue, embedding: TensorValue,
     return outputs[0].tensor, outputs[1].tensor, outputs[2].tensor
 
 
-# The int8 kernels pass over a weight row once per 8 rows of x (kernels/products.mojo): past a few
-# hundred rows (the align graph's whole sequence) MAX's matmul on the widened weight wins.
+# The int8 logits kernel passes over the embedding once per 8 rows of x (kernels/logits.mojo): past
+# a few hundred rows (the align graph's whole sequence) MAX's matmul on the widened embedding wins.
 INT8_KERNEL_MAX_ROWS = 256
 
 
@@ -80,7 +80,9 @@ def int8_kernel_fits(rows: int) -> bool:
 
 def int8_linear(x: TensorValue, weight: TensorValue, scale: TensorValue, bias: TensorValue) -> TensorValue:
     """kernels/products.mojo: x [..., k] float32 times the int8 weight [n, k] with its groups' scales
-    [n, k / GROUP] transposed, plus bias [n] -> [..., n]."""
+    [n, k / GROUP] transposed, plus bias [n] -> [..., n]; x rounded to 8 bits by groups too, so
+    that each group of products is one VNNI instruction (kernels/vnni.mojo), for a step's few
+    rows and the encoder's many alike."""
     lead = [int(d) for d in x.shape[:-1]]
     rows, (n, k) = int(np.prod(lead)), (int(d) for d in weight.shape)
     flat = ops.reshape(x, [rows, k])

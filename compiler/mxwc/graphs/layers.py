@@ -15,7 +15,7 @@ from max.graph import DeviceRef, Graph, TensorValue, Weight, ops
 
 from mxwr.quantization import GROUP, SCALE
 
-from .kernels import int8_kernel_fits, int8_linear, small_linear, small_products_fit
+from .kernels import int8_linear, small_linear, small_products_fit
 
 LN_EPS = 1e-5
 
@@ -68,11 +68,10 @@ class Params:
 def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorValue:
     weight = f"{name}.weight"
     rows = int(np.prod([int(d) for d in x.shape[:-1]]))
-    if p.quantized(weight) and int8_kernel_fits(rows):
+    if p.quantized(weight):
         return int8_linear(x, p(weight), p(weight + SCALE), _bias(p, name, bias))
     if p.small_products and not p.quantized(weight) and small_products_fit(rows):
         return small_linear(x, p(weight), _bias(p, name, bias))
-    # MAX's matmul (on the widened weight, past the int8 kernel's rows)
     y = times_weight(x, ops.transpose(p.widened(weight), 0, 1), p.tile)
     return y + p(f"{name}.bias") if bias else y
 

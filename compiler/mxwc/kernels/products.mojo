@@ -15,11 +15,12 @@ from max.algorithm import parallelize
 from max.gpu.host import DeviceContext
 from std.memory import stack_allocation
 
-from .vnni import vnni_products
+from .vnni import vnni_matmul, vnni_products
 
 comptime F32 = DType.float32
 comptime WIDTH = 16  # float32 lanes of an AVX-512 register
 comptime TASKS = 64  # ranges of weight rows handed to the thread pool
+comptime WIDE_ROWS = 64  # past this many rows of x, int8 products run as packed tiles (vnni_matmul)
 comptime BLOCK = 8  # rows of x per pass over a task's weight rows (more rows: more passes, from cache)
 
 
@@ -123,5 +124,8 @@ struct LinearInt8:
     ) raises:
         comptime assert target == "cpu", "int8 weights are a CPU target's"
         comptime assert group == 64, "the VNNI products take groups of 64"
-        vnni_products[rows, k, n, 16](y.unsafe_ptr(), x.unsafe_ptr(), w.unsafe_ptr(), scale.unsafe_ptr())
-        add_bias[rows, n](y.unsafe_ptr(), bias.unsafe_ptr())
+        comptime if rows <= WIDE_ROWS:
+            vnni_products[rows, k, n, 16](y.unsafe_ptr(), x.unsafe_ptr(), w.unsafe_ptr(), scale.unsafe_ptr())
+            add_bias[rows, n](y.unsafe_ptr(), bias.unsafe_ptr())
+        else:
+            vnni_matmul[rows, k, n](y.unsafe_ptr(), x.unsafe_ptr(), w.unsafe_ptr(), scale.unsafe_ptr(), bias.unsafe_ptr())

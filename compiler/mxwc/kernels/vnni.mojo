@@ -1,5 +1,6 @@
-"""An int8 target's products of a few rows on x86 VNNI: y [rows, n] = x [rows, k] (float32) times
-w [n, k] (int8, a float32 scale per group of 64 values of a row) transposed.
+"""An int8 target's products on x86 VNNI: y [rows, n] = x [rows, k] (float32) times w [n, k]
+(int8, a float32 scale per group of 64 values of a row) transposed: a decoder step's few rows
+(`vnni_products`) and the encoder's many (`vnni_matmul`).
 
 Widening int8 weights to float32 costs more instructions than the product itself once several
 rows share each weight (beam search's five): here the rows are rounded to 8 bits too, in the
@@ -104,3 +105,131 @@ def vnni_products[rows: Int, k: Int, n: Int, tasks: Int = TASKS](
     parallelize(part, tasks)
     xq.free()
     xs.free()
+
+
+# The encoder's products: many rows (1500 per window) by every weight row, bounded by arithmetic.
+comptime TILE = 16  # rows of x per packed tile: one 32-bit lane each of a vpdpbusd
+comptime TILES = 2  # tiles a task's pass holds in registers (32 rows)
+
+
+def pack_tiles[k: Int](
+    x: UnsafePointer[Float32, MutAnyOrigin],
+    rows: Int,
+    first: Int,
+    xq: UnsafePointer[UInt32, MutAnyOrigin],
+    xs: UnsafePointer[Float32, MutAnyOrigin],
+):
+    """Rows first .. first + TILE * TILES of x (those past `rows`: zeros) rounded to 8 bits by
+    groups as `quantize_rows` does, laid out for `vnni_tiles`: xq [tile, k / 4, TILE] holds the
+    4 bytes of a row's quad of values at [tile, quad, row], xs [tile, group, TILE] the scales."""
+    comptime GROUPS = k // GROUP
+    comptime QUADS = k // 4
+    for t in range(TILES):
+        for r in range(TILE):
+            var row = first + t * TILE + r
+            for g in range(GROUPS):
+                var q = SIMD[DType.uint8, GROUP](128)
+                var scale = Float32(1)
+                if row < rows:
+                    var values = (x + row * k + g * GROUP).load[width=GROUP]()
+                    var top = abs(values).reduce_max()
+                    if top > 0:
+                        scale = top / 127
+                    q = (round(values / scale) + 128).cast[DType.uint8]()
+                var quads = bitcast[DType.uint32, GROUP // 4](q)
+                comptime for i in range(GROUP // 4):
+                    xq[(t * QUADS + g * (GROUP // 4) + i) * TILE + r] = quads[i]
+                xs[(t * GROUPS + g) * TILE + r] = scale
+
+
+@always_inline
+def vnni_tiles[k: Int, C: Int](
+    y: UnsafePointer[Float32, MutAnyOrigin],
+    n: Int,
+    valid: Int,
+    xq: UnsafePointer[UInt32, MutAnyOrigin],
+    xs: UnsafePointer[Float32, MutAnyOrigin],
+    w: UnsafePointer[Int8, MutAnyOrigin],
+    scale: UnsafePointer[Float32, MutAnyOrigin],
+    shift: UnsafePointer[Int32, MutAnyOrigin],
+    bias: UnsafePointer[Float32, MutAnyOrigin],
+):
+    """y[r, c] = x[r] . w[c] + bias[c] for the TILES * TILE packed rows (the first `valid` of them
+    stored) and C weight rows: each vpdpbusd is a tile's 16 rows by 4 bytes of one weight row
+    (broadcast), so no sums across lanes; each group's integer sums are scaled into float32."""
+    comptime GROUPS = k // GROUP
+    comptime QUADS = k // 4
+    comptime ACC = TILES * C
+    var total = stack_allocation[ACC, SIMD[F32, LANES]]()
+    comptime for a in range(ACC):
+        total[a] = SIMD[F32, LANES](0)
+    for g in range(GROUPS):
+        var sums = stack_allocation[ACC, SIMD[DType.int32, LANES]]()
+        comptime for c in range(C):
+            var s = SIMD[DType.int32, LANES](-shift[c * GROUPS + g])
+            comptime for t in range(TILES):
+                sums[t * C + c] = s
+        comptime for i in range(GROUP // 4):
+            var quad = g * (GROUP // 4) + i
+            var tiles = stack_allocation[TILES, SIMD[DType.uint8, GROUP]]()
+            comptime for t in range(TILES):
+                tiles[t] = bitcast[DType.uint8, GROUP]((xq + (t * QUADS + quad) * TILE).load[width=TILE]())
+            comptime for c in range(C):
+                var four = (w + c * k + quad * 4).bitcast[Int32]()[0]
+                var b = bitcast[DType.int8, GROUP](SIMD[DType.int32, LANES](four))
+                comptime for t in range(TILES):
+                    sums[t * C + c] = dot4(sums[t * C + c], tiles[t], b)
+        comptime for t in range(TILES):
+            var rs = (xs + (t * GROUPS + g) * TILE).load[width=TILE]()
+            comptime for c in range(C):
+                total[t * C + c] += sums[t * C + c].cast[F32]() * (rs * scale[c * GROUPS + g])
+    comptime for t in range(TILES):
+        comptime for c in range(C):
+            var out = total[t * C + c] + bias[c]
+            comptime for r in range(TILE):
+                if t * TILE + r < valid:
+                    y[(t * TILE + r) * n + c] = out[r]
+
+
+def vnni_matmul[rows: Int, k: Int, n: Int](
+    y: UnsafePointer[Float32, MutAnyOrigin],
+    x: UnsafePointer[Float32, MutAnyOrigin],
+    w: UnsafePointer[Int8, MutAnyOrigin],
+    scale: UnsafePointer[Float32, MutAnyOrigin],
+    bias: UnsafePointer[Float32, MutAnyOrigin],
+):
+    """y = x w^T + bias for many rows (the encoder's), x rounded to 8 bits a group at a time as in
+    `vnni_products`. A task packs 32 rows of x and passes every weight row over them, C at a time."""
+    comptime assert k % GROUP == 0, "int8 products need rows of a multiple of 64 values"
+    comptime assert n % 4 == 0, "the int8 products take weight rows four at a time"
+    comptime C = 6 if n % 6 == 0 else 4
+    comptime GROUPS = k // GROUP
+    comptime SPAN = TILE * TILES
+    comptime PASSES = (rows + SPAN - 1) // SPAN
+    # 128 times each group's sum of weights, what x + 128 adds to every sum
+    var shift = alloc[Int32](n * GROUPS).unsafe_origin_cast[MutAnyOrigin]()
+    var offset = SIMD[DType.uint8, GROUP](128)
+
+    comptime SUM_TASKS = 8
+    comptime PER = (n + SUM_TASKS - 1) // SUM_TASKS
+
+    def sums(task: Int) {imm w, imm shift, imm offset}:
+        for j in range(task * PER, min(task * PER + PER, n)):
+            for g in range(GROUPS):
+                var group = (w + j * k + g * GROUP).load[width=GROUP]()
+                shift[j * GROUPS + g] = dot4(SIMD[DType.int32, LANES](0), offset, group).reduce_add()
+
+    parallelize(sums, SUM_TASKS)
+
+    def part(p: Int) {imm y, imm x, imm w, imm scale, imm bias, imm shift}:
+        var xq = stack_allocation[TILES * (k // 4) * TILE, UInt32]().unsafe_origin_cast[MutAnyOrigin]()
+        var xs = stack_allocation[TILES * GROUPS * TILE, Float32]().unsafe_origin_cast[MutAnyOrigin]()
+        var first = p * SPAN
+        pack_tiles[k](x, rows, first, xq, xs)
+        var valid = min(SPAN, rows - first)
+        for j in range(0, n, C):
+            vnni_tiles[k, C](y + first * n + j, n, valid, xq, xs, w + j * k, scale + j * GROUPS,
+                             shift + j * GROUPS, bias + j)
+
+    parallelize(part, PASSES)
+    shift.free()
