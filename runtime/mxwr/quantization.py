@@ -1,13 +1,14 @@
 """How a target's weights are stored: the manifest's `quantization`, and the tensors it implies.
 
 - `none`: every tensor of openai-whisper's state dict in the target's compute dtype.
-- `int8` (float32 CPU targets): every linear's matrix (the encoder's and the decoder's attention
-  and MLP matrices, the cross-attention key/value projections among them) and the token
-  embedding (the tied logits), as int8 in groups of GROUP consecutive weights of a row, each
+- `int8` (float32 CPU targets): the attention and MLP matrices of the encoder and the decoder
+  (but the cross-attention key/value projections, whose products every decoder step attends
+  over: int8 there moved dev clips' words) and the token embedding (the tied logits), as int8 in groups of GROUP consecutive weights of a row, each
   group scaled by its own float32 factor, stored as `<name>.scale` [rows, cols / GROUP]:
   w[i, j] ≈ scale[i, j // GROUP] * q[i, j], with the scale the group's largest |w| / 127 and q
   rounded to the nearest integer (one scale per row moved dev clips' words). Everything else
-  (the convolutions, biases, layer norms, positional embeddings) stays float32. The graphs
+  (those projections, the convolutions, biases, layer norms, positional embeddings) stays
+  float32. The graphs
   round the activations of each product to 8 bits in the same groups, so that each group's
   products are one instruction of the CPU's 8-bit dot products (kernels/vnni.mojo).
 
@@ -39,7 +40,7 @@ def int8_weights(dims: ModelDims) -> tuple[str, ...]:
     for i in range(dims.n_text_layer):
         block = f"decoder.blocks.{i}"
         names += [f"{block}.attn.{p}.weight" for p in ("query", "key", "value", "out")]
-        names += [f"{block}.cross_attn.{p}.weight" for p in ("query", "key", "value", "out")]
+        names += [f"{block}.cross_attn.{p}.weight" for p in ("query", "out")]
         names += [f"{block}.mlp.0.weight", f"{block}.mlp.2.weight"]
     return tuple(names)
 
