@@ -76,6 +76,15 @@ def test_a_gpu_target_cannot_be_int8():
     assert proc.returncode != 0 and "--dtype int8 is the cpu target's" in proc.stderr
 
 
+def test_int8_needs_vnni(monkeypatch):
+    from mxwc import build
+
+    monkeypatch.setattr(build, "this_cpu", lambda: ("an x86 without VNNI", frozenset({"avx2", "avx512f"})))
+    with pytest.raises(build.BuildError, match="AVX-512 VNNI"):
+        build.target_storage("cpu", "int8")
+    assert build.target_storage("cpu", "float32").quantization == "none"
+
+
 def test_dev_clips_transcribe_within_the_wer_bound(int8_bundle, reference_model):
     """transcribe() with its defaults (greedy, temperature fallback) on every English dev clip."""
     import whisper

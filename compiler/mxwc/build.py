@@ -62,11 +62,16 @@ class Storage:
 
 def target_storage(target: str, dtype: str) -> Storage:
     """--dtype is the GPU targets' compute type; the CPU target computes in float32, and with
-    --dtype int8 stores its decoders' weights as int8 (`mxwr.quantization`)."""
+    --dtype int8 stores its matrices as int8 (`mxwr.quantization`), multiplied by AVX-512 VNNI
+    instructions of the host it is compiled for (this one)."""
     gpu = parse_target(target) is not None
     if dtype == "int8":
         if gpu:
             raise BuildError(f"--dtype int8 is the cpu target's: build {target} with float16, bfloat16 or float32")
+        cpu, features = this_cpu()
+        if cpu is not None and "avx512_vnni" not in features:
+            raise BuildError(f"--dtype int8 needs a CPU with AVX-512 VNNI, which this one ({cpu}) lacks: "
+                             "build float32, or build on (and for) a host that has it")
         return Storage("float32", "int8")
     return Storage(dtype if gpu else "float32")
 
