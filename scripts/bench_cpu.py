@@ -55,7 +55,7 @@ DEV = ROOT.parent / "shared" / "data" / "dev"
 JFK = ROOT / "samples" / "jfk.wav"
 LONG = "long_osr_us_000_0034_8k.wav"
 BIN = Path(sys.executable).parent
-MXW = {"mxw": "mxw (MAX fp32)", "mxw-int8": "mxw int8 (MAX, int8 decoder weights)"}
+MXW = {"mxw": "mxw (MAX fp32)", "mxw-int8": "mxw int8 (MAX, int8 weights, VNNI products)"}
 ENGINES = {**MXW, "fw-int8": "faster-whisper int8", "fw-fp32": "faster-whisper fp32",
            "ow": "openai-whisper (PyTorch fp32)"}
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
