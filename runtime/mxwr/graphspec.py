@@ -165,6 +165,15 @@ def _choice(g: Geometry, rows: int) -> list[Port]:
     return ports
 
 
+def _step_inputs(g: Geometry, rows: int) -> list[Port]:
+    """A step's: one token a row, at one position for all."""
+    return [Port("token", "int64", (rows,)), Port("position", "int64", (1,)), *_decoder_inputs(g, rows)]
+
+
+def _step_outputs(g: Geometry, rows: int) -> list[Port]:
+    return [Port("logits", "float32", (rows, g.dims.n_vocab)), *_choice(g, rows)]
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     role: str
@@ -224,13 +233,8 @@ SPECS: dict[str, GraphSpec] = {
         # One token per window at `position` (on the device): writes that cache slot, attends 0..position.
         GraphSpec(
             "step",
-            inputs=lambda g: [
-                Port("token", "int64", (g.shape.batch,)),
-                Port("position", "int64", (1,)),
-                *_decoder_inputs(g, g.shape.batch),
-            ],
-            outputs=lambda g: [Port("logits", "float32", (g.shape.batch, g.dims.n_vocab)),
-                               *_choice(g, g.shape.batch)],
+            inputs=lambda g: _step_inputs(g, g.shape.batch),
+            outputs=lambda g: _step_outputs(g, g.shape.batch),
             kernels=True,
         ),
         # Beam search and best-of: each window's caches (slots 0..length-1, its prompt) copied to
@@ -248,13 +252,8 @@ SPECS: dict[str, GraphSpec] = {
         # `step` for every sequence of every window (beams, samples), on the sequences' caches.
         GraphSpec(
             "group_step",
-            inputs=lambda g: [
-                Port("token", "int64", (g.shape.rows,)),
-                Port("position", "int64", (1,)),
-                *_decoder_inputs(g, g.shape.rows),
-            ],
-            outputs=lambda g: [Port("logits", "float32", (g.shape.rows, g.dims.n_vocab)),
-                               *_choice(g, g.shape.rows)],
+            inputs=lambda g: _step_inputs(g, g.shape.rows),
+            outputs=lambda g: _step_outputs(g, g.shape.rows),
             present=_grouped,
             kernels=True,
             on_demand=True,
