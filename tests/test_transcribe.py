@@ -112,7 +112,9 @@ def _random_cache(model, role, rng):
     values = []
     for buf in cache.buffers:
         values.append(rng.standard_normal(buf.shape).astype(np.float32))
-        buf.inplace_copy_from(type(buf).from_numpy(values[-1]))
+        # through the host view (which waits): MAX's CPU copies are asynchronous, and a graph
+        # run does not wait for them (mxwr.replay.copy)
+        np.copyto(buf.to_numpy(), values[-1])
     return cache, values
 
 
