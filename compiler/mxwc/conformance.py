@@ -20,17 +20,21 @@ from mxwr.quantization import SCALE, int8_weights, widened
 
 from .weights import ModelWeights
 
-# Acceptance thresholds (fp32, CPU).
+
+@dataclass(frozen=True)
+class Limits:
+    """How far each graph may be from openai-whisper on the bundle's own (widened) weights."""
+
+    rel: float  # the encoder's features and cross K/V, the alignment heads' scores: relative error
+    logits: float  # the decoders' logits: max |diff|
+    probs: float  # the align graph's token probabilities: max |diff|
+
+
 MEL_MAX_ABS = 1e-3
-ENCODER_REL = 1e-4
-LOGITS_MAX_ABS = 1e-3
-PROBS_MAX_ABS = 1e-4
-# An int8 target's products round their inputs to 8 bits too (kernels/vnni.mojo): each group of
-# 64 values of a row to 1/254 of its largest, compounding over the encoder's layers. Against its
-# own (widened) weights.
-INT8_REL = 5e-2
-INT8_LOGITS_MAX_ABS = 1.0
-INT8_PROBS_MAX_ABS = 5e-2
+# By the target's `quantization` (fp32, CPU). An int8 target's products round their inputs to 8
+# bits too (kernels/vnni.mojo): each group of 64 values of a row to 1/254 of its largest,
+# compounding over the encoder's layers.
+LIMITS = {"none": Limits(rel=1e-4, logits=1e-3, probs=1e-4), "int8": Limits(rel=5e-2, logits=1.0, probs=5e-2)}
 SUMMARY_MAX_ABS = 1e-4  # float32 log-sum-exp of ~50k terms, summed in float64 on both sides
 
 
@@ -80,9 +84,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     t = Transcriber(bundle, device="cpu")
     ref = openai_whisper_model(reference or weights_from_bundle(t.bundle))
     dims = t.model.dims
-    int8 = t.model.target.quantization == "int8"
-    rel_limit = INT8_REL if int8 else ENCODER_REL
-    logits_limit = INT8_LOGITS_MAX_ABS if int8 else LOGITS_MAX_ABS
+    limits = LIMITS[t.model.target.quantization]
     rows: list[Row] = []
     audio = load_audio(audio_path)
     ref_mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(torch.from_numpy(audio)), n_mels=dims.n_mels)
@@ -98,7 +100,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     ctx = t.model.encode(batch)
     with torch.no_grad():
         ref_features = ref.encoder(ref_mel[None])
-        rows.append(Row("encoder", "features rel err", rel_err(ctx.features.to_numpy()[0], ref_features[0].numpy()), rel_limit))
+        rows.append(Row("encoder", "features rel err", rel_err(ctx.features.to_numpy()[0], ref_features[0].numpy()), limits.rel))
         scale = (dims.n_text_state // dims.n_text_head) ** -0.25
         k_err = v_err = 0.0
         for i, block in enumerate(ref.decoder.blocks):
@@ -106,8 +108,8 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
             v = block.cross_attn.value(ref_features)[0].view(-1, dims.n_text_head, dims.n_text_state // dims.n_text_head)
             k_err = max(k_err, rel_err(ctx.cross_k.to_numpy()[i, 0], (k * scale).permute(1, 0, 2).numpy()))
             v_err = max(v_err, rel_err(ctx.cross_v.to_numpy()[i, 0], v.permute(1, 0, 2).numpy()))
-        rows.append(Row("encoder", "cross K rel err", k_err, rel_limit))
-        rows.append(Row("encoder", "cross V rel err", v_err, rel_limit))
+        rows.append(Row("encoder", "cross K rel err", k_err, limits.rel))
+        rows.append(Row("encoder", "cross V rel err", v_err, limits.rel))
 
     options = whisper.DecodingOptions(language=language or ("en" if not dims.is_multilingual else None),
                                       without_timestamps=True, temperature=0, fp16=False)
@@ -123,7 +125,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
     first = t.model.prefill(ctx, cache, tokens, 0, unmasked).logits.to_numpy()[0, 0]
     with torch.no_grad():
         ref_logits = ref.decoder(torch.tensor([sequence]), ref_features)[0].numpy()
-    rows.append(Row("prefill", "first-step logits max |diff|", float(np.abs(first - ref_logits[len(prompt) - 1]).max()), logits_limit))
+    rows.append(Row("prefill", "first-step logits max |diff|", float(np.abs(first - ref_logits[len(prompt) - 1]).max()), limits.logits))
 
     # Step: teacher-forced along the reference's tokens, every position compared.
     worst, summary = 0.0, 0.0
@@ -138,7 +140,7 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
         worst = max(worst, float(np.abs(logits - ref_logits[pos]).max()))
         if out.text_summary is not None:
             summary = max(summary, _summary_error(out, text_end))
-    rows.append(Row("step", f"logits max |diff| over {len(sequence) - len(prompt)} steps", worst, logits_limit))
+    rows.append(Row("step", f"logits max |diff| over {len(sequence) - len(prompt)} steps", worst, limits.logits))
     if t.model.has("group_step"):
         worst = 0.0
         for pos in range(len(prompt), len(sequence)):
@@ -146,12 +148,12 @@ def compare(bundle: str | Path, audio_path: str | Path, language: str | None = N
             out = t.model.step(ctx, group_cache, token, pos, unmasked, role="group_step")
             worst = max(worst, float(np.abs(out.logits.to_numpy() - ref_logits[pos]).max()))
             summary = max(summary, _summary_error(out, text_end))
-        rows.append(Row("group_step", f"logits max |diff|, {t.model.rows} sequences", worst, logits_limit))
+        rows.append(Row("group_step", f"logits max |diff|, {t.model.rows} sequences", worst, limits.logits))
     if t.model.text_summary:
         rows.append(Row("summary", "text top-k and log-sum-exp vs its logits, max |diff|", summary, SUMMARY_MAX_ABS))
 
     if t.model.has("align"):
-        rows += _align_rows(t, ref, ctx, ref_features, sequence + [special.eot], len(prompt) - 1)
+        rows += _align_rows(t, ref, ctx, ref_features, sequence + [special.eot], len(prompt) - 1, limits)
 
     # End to end: the tokens of our own greedy loop on our own mel.
     options = DecodingOptions(language=expected.language, without_timestamps=True)
@@ -177,7 +179,7 @@ def _summary_error(out, text_end: int) -> float:
     return error
 
 
-def _align_rows(t, ref, ctx, ref_features, sequence: list[int], sot_len: int) -> list[Row]:
+def _align_rows(t, ref, ctx, ref_features, sequence: list[int], sot_len: int, limits: Limits) -> list[Row]:
     """The align graph on [*sot_sequence, no_timestamps, *text, eot] vs openai-whisper's forward
     with hooks on the alignment heads' cross-attention, as its `find_alignment` runs it."""
     import torch
@@ -197,11 +199,10 @@ def _align_rows(t, ref, ctx, ref_features, sequence: list[int], sot_len: int) ->
     probs = logits[sot_len : sot_len + len(text), : t.special.eot].float().softmax(-1)
     ref_probs = probs[np.arange(len(text)), text].numpy()
     scores, token_probs = t.model.align(ctx, sequence)
-    int8 = t.model.target.quantization == "int8"
     return [
-        Row("align", "alignment-head scores rel err", rel_err(scores, ref_scores), INT8_REL if int8 else ENCODER_REL),
+        Row("align", "alignment-head scores rel err", rel_err(scores, ref_scores), limits.rel),
         Row("align", "text token probs max |diff|", float(np.abs(token_probs[sot_len : sot_len + len(text)] - ref_probs).max()),
-            INT8_PROBS_MAX_ABS if int8 else PROBS_MAX_ABS),
+            limits.probs),
     ]
 
 
