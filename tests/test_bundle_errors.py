@@ -46,6 +46,25 @@ def test_every_section_is_checksummed(tiny_bundle, tmp_path):
         bad.unlink()
 
 
+def test_graphs_loaded_on_demand_are_checked_up_front(tiny_bundle, tmp_path):
+    """A graph a run may never load (the front end, word timestamps' align) is not read out when
+    the bundle opens, yet a frame that is not what the manifest says is refused then, checksum or
+    not (a forger recomputes checksums): one line naming the section, before any output."""
+    from mxwr.graphspec import SPECS
+
+    with BundleReader(tiny_bundle) as reader:
+        on_demand = [e.section for t in reader.manifest.targets for role, e in t.graphs.items()
+                     if SPECS[role].on_demand and reader.section(e.section).encoding == "zstd"]
+    assert on_demand
+    for name in on_demand:
+        bad = copy(tiny_bundle, tmp_path, f"{name}.mxw")
+        rewrite_bundle(bad, sections={name: lambda b: bytes([b[0] ^ 0xFF]) + b[1:]})  # the frame's magic
+        proc = run_cli("mxwr", "run", str(bad), str(JFK), "--beam_size", "None", "--best_of", "None")
+        assert_one_line_error(proc, "corrupt", repr(name), "zstd")
+        assert proc.stdout == ""
+        bad.unlink()
+
+
 def test_corrupted_manifest(tiny_bundle, tmp_path):
     bad = copy(tiny_bundle, tmp_path)
     data = bytearray(bad.read_bytes())

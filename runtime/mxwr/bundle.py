@@ -343,17 +343,30 @@ class BundleReader:
             self._verified.add(name)
         return view
 
+    def check(self, name: str) -> None:
+        """Refuses a section whose checksum or (compressed) frame header disagrees with the
+        manifest, without reading its contents out."""
+        self._frame(name, self._raw(name))
+
+    def _frame(self, name: str, data: memoryview) -> None:
+        s = self.section(name)
+        if s.encoding != "zstd":
+            return
+        try:
+            # The frame states its size (the writer's always does): nothing is allocated for a
+            # frame that disagrees with the manifest.
+            if zstandard.frame_content_size(data) != s.raw_length:
+                raise BundleError(f"{self.path} is corrupt: section {name!r}'s zstd frame is not raw_length bytes")
+        except zstandard.ZstdError as e:
+            raise BundleError(f"{self.path} is corrupt: section {name!r}: zstd: {e or 'undecodable'}") from None
+
     def read_bytes(self, name: str) -> bytes:
         """A verified section's contents, decompressed."""
         s = self.section(name)
         data = self._raw(name)
+        self._frame(name, data)
         if s.encoding == "zstd":
             try:
-                # The frame states its size (the writer's always does): nothing is allocated for a
-                # frame that disagrees with the manifest.
-                if zstandard.frame_content_size(data) != s.raw_length:
-                    raise BundleError(f"{self.path} is corrupt: section {name!r}'s zstd frame is not "
-                                      f"raw_length bytes")
                 out = zstandard.ZstdDecompressor().decompress(data, max_output_size=s.raw_length)
             except zstandard.ZstdError as e:
                 raise BundleError(f"{self.path} is corrupt: section {name!r}: zstd: {e or 'undecodable'}") from None

@@ -155,7 +155,7 @@ class WhisperModel:
             if self.replaying or not SPECS[role].on_demand:
                 self._load(role)
             else:  # a corrupt graph is refused now all the same, not in the middle of a run
-                bundle.read_bytes(entry.section)
+                bundle.check(entry.section)
         self.alignment_heads = list(m.alignment_heads) if m.alignment_heads is not None else None
 
         self._replayed = {
