@@ -29,22 +29,27 @@ def dot4(acc: SIMD[DType.int32, LANES], a: SIMD[DType.uint8, GROUP], b: SIMD[DTy
     return llvm_intrinsic["llvm.x86.avx512.vpdpbusd.512", SIMD[DType.int32, LANES]](acc, bitcast[DType.int8, GROUP](a), b)
 
 
+@always_inline
+def quantize_group(values: SIMD[F32, GROUP]) -> Tuple[SIMD[DType.uint8, GROUP], Float32]:
+    """A group of 64 values rounded to 8 bits: scale = largest |x| / 127 (1 for zeros),
+    q = round(x / scale) + 128, so q in [1, 255] stands for scale * (q - 128)."""
+    var top = abs(values).reduce_max()
+    var scale = top / 127 if top > 0 else Float32(1)
+    return ((round(values / scale) + 128).cast[DType.uint8](), scale)
+
+
 def quantize_rows[rows: Int, k: Int](
     x: UnsafePointer[Float32, MutAnyOrigin],
     xq: UnsafePointer[UInt8, MutAnyOrigin],
     xs: UnsafePointer[Float32, MutAnyOrigin],
 ):
-    """Each group of 64 values of x: scale = largest |x| / 127 (1 for zeros), xq = round(x / scale)
-    + 128, so xq in [1, 255] stands for scale * (xq - 128)."""
+    """Each group of 64 values of x rounded by `quantize_group`: xq [rows, k], xs [rows, k / 64]."""
     comptime GROUPS = k // GROUP
     for r in range(rows):
         for g in range(GROUPS):
-            var values = (x + r * k + g * GROUP).load[width=GROUP]()
-            var top = abs(values).reduce_max()
-            var scale = top / 127 if top > 0 else Float32(1)
-            var q = round(values / scale) + 128
-            (xq + r * k + g * GROUP).store(q.cast[DType.uint8]())
-            xs[r * GROUPS + g] = scale
+            var group = quantize_group((x + r * k + g * GROUP).load[width=GROUP]())
+            (xq + r * k + g * GROUP).store(group[0])
+            xs[r * GROUPS + g] = group[1]
 
 
 @always_inline
@@ -120,26 +125,22 @@ def pack_tiles[k: Int](
     xs: UnsafePointer[Float32, MutAnyOrigin],
 ):
     """Rows first .. first + TILE * TILES of x (those past `rows`: zeros) rounded to 8 bits by
-    groups as `quantize_rows` does, laid out for `vnni_tiles`: xq [tile, k / 4, TILE] holds the
-    4 bytes of a row's quad of values at [tile, quad, row], xs [tile, group, TILE] the scales."""
+    `quantize_group`, laid out for `vnni_tiles`: xq [tile, k / 4, TILE] holds the 4 bytes of a
+    row's quad of values at [tile, quad, row], xs [tile, group, TILE] the scales."""
     comptime GROUPS = k // GROUP
     comptime QUADS = k // 4
     for t in range(TILES):
         for r in range(TILE):
             var row = first + t * TILE + r
             for g in range(GROUPS):
-                var q = SIMD[DType.uint8, GROUP](128)
-                var scale = Float32(1)
+                var values = SIMD[F32, GROUP](0)
                 if row < rows:
-                    var values = (x + row * k + g * GROUP).load[width=GROUP]()
-                    var top = abs(values).reduce_max()
-                    if top > 0:
-                        scale = top / 127
-                    q = (round(values / scale) + 128).cast[DType.uint8]()
-                var quads = bitcast[DType.uint32, GROUP // 4](q)
+                    values = (x + row * k + g * GROUP).load[width=GROUP]()
+                var group = quantize_group(values)
+                var quads = bitcast[DType.uint32, GROUP // 4](group[0])
                 comptime for i in range(GROUP // 4):
                     xq[(t * QUADS + g * (GROUP // 4) + i) * TILE + r] = quads[i]
-                xs[(t * GROUPS + g) * TILE + r] = scale
+                xs[(t * GROUPS + g) * TILE + r] = group[1]
 
 
 @always_inline
