@@ -174,10 +174,15 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
         ("mxwr: note: this bundle decodes one sequence per window, so no beam search or best-of "
          "(mxwc build --beams 5 gives openai-whisper's defaults)")]
     status = job.run(transcriber, args, notes)  # mxwr.batch: output, errors per file, summary
-    # Every output is written and closed (status: some files of a batch failed, each reported on
-    # its own line). What is left, the interpreter's and MAX's teardown, releases nothing the OS
-    # does not, and would be a noticeable part of a short file's wall time: skip it.
-    exit_now(status)
+    _OUTPUT_DONE[0] = True  # every output is written and closed: the process may end without teardown
+    if status:  # some files of a batch failed, each reported on its own line
+        sys.exit(status)
+
+
+# Set by `run` once its outputs are written and closed. The interpreter's and MAX's teardown
+# after that releases nothing the OS does not, yet is a noticeable part of a short file's wall
+# time, so the console entry (`main`) skips it; a caller of `cli` in its own process keeps it.
+_OUTPUT_DONE = [False]
 
 
 def exit_now(status: int) -> NoReturn:
@@ -459,7 +464,15 @@ def _error_line(prog: str, message: str) -> None:
 
 
 def main() -> None:
-    run_cli(cli, "mxwr", (MxwError,))
+    _OUTPUT_DONE[0] = False
+    try:
+        run_cli(cli, "mxwr", (MxwError,))
+    except SystemExit as e:
+        if _OUTPUT_DONE[0] and isinstance(e.code, int):
+            exit_now(e.code)
+        raise
+    if _OUTPUT_DONE[0]:
+        exit_now(0)
 
 
 if __name__ == "__main__":
