@@ -20,7 +20,8 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -346,35 +347,36 @@ class BundleReader:
     def check(self, name: str) -> None:
         """Refuses a section whose checksum or (compressed) frame header disagrees with the
         manifest, without reading its contents out."""
-        self._frame(name, self._raw(name))
-
-    def _frame(self, name: str, data: memoryview) -> None:
-        s = self.section(name)
-        if s.encoding != "zstd":
-            return
-        try:
-            # The frame states its size (the writer's always does): nothing is allocated for a
-            # frame that disagrees with the manifest.
-            if zstandard.frame_content_size(data) != s.raw_length:
-                raise BundleError(f"{self.path} is corrupt: section {name!r}'s zstd frame is not raw_length bytes")
-        except zstandard.ZstdError as e:
-            raise BundleError(f"{self.path} is corrupt: section {name!r}: zstd: {e or 'undecodable'}") from None
+        self._check_frame(self.section(name), self._raw(name))
 
     def read_bytes(self, name: str) -> bytes:
         """A verified section's contents, decompressed."""
         s = self.section(name)
         data = self._raw(name)
-        self._frame(name, data)
+        self._check_frame(s, data)
         if s.encoding == "zstd":
-            try:
+            with self._zstd_errors(s):
                 out = zstandard.ZstdDecompressor().decompress(data, max_output_size=s.raw_length)
-            except zstandard.ZstdError as e:
-                raise BundleError(f"{self.path} is corrupt: section {name!r}: zstd: {e or 'undecodable'}") from None
         else:
             out = bytes(data)
         if len(out) != s.raw_length:
-            raise BundleError(f"{self.path} is corrupt: section {name!r} has the wrong length")
+            raise BundleError(f"{self.path} is corrupt: section {s.name!r} has the wrong length")
         return out
+
+    def _check_frame(self, s: Section, data: memoryview) -> None:
+        """A zstd section's frame states its size (the writer's always does): nothing is
+        allocated for a frame that disagrees with the manifest."""
+        if s.encoding == "zstd":
+            with self._zstd_errors(s):
+                if zstandard.frame_content_size(data) != s.raw_length:
+                    raise BundleError(f"{self.path} is corrupt: section {s.name!r}'s zstd frame is not raw_length bytes")
+
+    @contextmanager
+    def _zstd_errors(self, s: Section) -> Iterator[None]:
+        try:
+            yield
+        except zstandard.ZstdError as e:
+            raise BundleError(f"{self.path} is corrupt: section {s.name!r}: zstd: {e or 'undecodable'}") from None
 
     def read_msgpack(self, name: str) -> Any:
         try:
