@@ -179,22 +179,6 @@ def run(ctx: click.Context, bundle: str, audio: tuple[str, ...], output_dir: str
         sys.exit(status)
 
 
-# Set by `run` once its outputs are written and closed. The interpreter's and MAX's teardown
-# after that releases nothing the OS does not, yet is a noticeable part of a short file's wall
-# time, so the console entry (`main`) skips it; a caller of `cli` in its own process keeps it.
-_OUTPUT_DONE = [False]
-
-
-def exit_now(status: int) -> NoReturn:
-    """Ends the process with `status` once stdout and stderr are flushed, without teardown."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe; the status still tells
-            status = status or 1
-    os._exit(status)
-
-
 def use_cores(n: int | None) -> None:
     """Pins the process to n of the cores it may use (0 or None: all), before MAX starts: MAX
     sizes its CPU thread pool by them (its own num_threads option aborts in MAX 26.7)."""
@@ -461,6 +445,22 @@ def _error_line(prog: str, message: str) -> None:
     if len(line) > MAX_ERROR_LINE:
         line = line[: MAX_ERROR_LINE - 3] + "..."
     click.echo(line, err=True)
+
+
+# Set by `run` once its outputs are written and closed. The interpreter's and MAX's teardown
+# after that releases nothing the OS does not, yet is a noticeable part of a short file's wall
+# time, so the console entry (`main`) skips it; a caller of `cli` in its own process keeps it.
+_OUTPUT_DONE = [False]
+
+
+def exit_now(status: int) -> NoReturn:
+    """Ends the process with `status` once stdout and stderr are flushed, without teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe; the status still tells
+            status = status or 1
+    os._exit(status)
 
 
 def main() -> None:
