@@ -51,7 +51,7 @@ def test_manifest_records_what_the_issue_asks(tiny_bundle, tiny_weights):
         m = reader.manifest.to_dict()
         from mxwr.manifest import FORMAT_MAJOR, FORMAT_MINOR
 
-        assert m["format_version"] == [FORMAT_MAJOR, FORMAT_MINOR] == [4, 0]
+        assert m["format_version"] == [FORMAT_MAJOR, FORMAT_MINOR] == [4, 1]
         assert m["producer"]["max_version"] == version("max")
         assert m["dims"] == tiny_weights.dims.to_dict()
         assert m["shape"]["max_seq"] == 448

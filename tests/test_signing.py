@@ -430,7 +430,7 @@ def test_provenance_is_recorded(tiny_bundle, sign_env):
 
     with BundleReader(tiny_bundle) as reader:
         m = reader.manifest
-    assert m.format_version == (FORMAT_MAJOR, FORMAT_MINOR) == (4, 0)
+    assert m.format_version == (FORMAT_MAJOR, FORMAT_MINOR) == (4, 1)
     assert m.producer.version == mxwc.__version__ and m.producer.max_version == version("max")
     host = m.producer.host
     assert (host.system, host.machine) == (platform.system(), platform.machine())

@@ -56,6 +56,7 @@ NUMPY_DTYPES = {
     "int64": np.dtype("<i8"),
     "int32": np.dtype("<i4"),
     "int8": np.dtype("i1"),
+    "uint8": np.dtype("u1"),
 }
 
 

@@ -24,12 +24,12 @@ from .quantization import SCHEMES, stored_tensors
 # 4.0: a row per window in the prefill and step, the group graphs (fork, group_step) for several
 # sequences a window, the CPU's text summary; every field of 3.1 and 3.2 required.
 FORMAT_MAJOR = 4
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 ALIGN = 64  # sections, and tensors within them, start on 64-byte boundaries
 DTYPES = ("float32", "float16", "bfloat16")  # compute dtypes of a target
 # How a target's weights are stored (`quantization`: its tensors).
 QUANTIZATIONS = SCHEMES
-TENSOR_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1}  # item sizes
+TENSOR_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1}  # item sizes
 SECTION_KINDS = ("weights", "mef", "vocabulary", "mel_filters")
 ENCODINGS = ("raw", "zstd")
 MAX_NAME = 256  # characters in any name
