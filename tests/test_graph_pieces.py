@@ -5,6 +5,7 @@ attention must equal plain attention."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def test_conv_as_matmul_equals_direct_conv():
@@ -245,7 +246,7 @@ def test_cpu_logits_kernel_summarizes_the_text_tokens():
     outputs = {}
     for kind in ("float32", "int8"):
         with Graph(f"choice_{kind}", input_types=types, custom_extensions=[KERNELS]) as graph:
-            p = Params({name: (V, d)}, DType.float32, device, int8=frozenset([name] if kind == "int8" else []))
+            p = Params({name: (V, d)}, DType.float32, device, encodings={name: "int8"} if kind == "int8" else {})
             rows, suppress, end = (t.tensor for t in graph.inputs)
             out = logits_and_choice(p, rows, suppress, end, CPU_LAYOUT, top)
             ops_summary = text_summary(out["logits"], suppress, end, top)
@@ -283,6 +284,53 @@ def int8_activations(x: np.ndarray) -> np.ndarray:
     scale = np.abs(groups).max(axis=-1, keepdims=True) / 127
     scale = np.where(scale > 0, scale, 1).astype(np.float32)
     return (np.round(groups / scale) * scale).reshape(x.shape).astype(np.float32)
+
+
+def kquant_activations(x: np.ndarray) -> np.ndarray:
+    """x as MAX's K-quant products see it: zero-padded to blocks of 256, each block rounded to
+    8 bits with its largest |x| at 127."""
+    cols = x.shape[-1]
+    blocks = np.pad(x, ((0, 0), (0, -cols % 256))).reshape(len(x), -1, 256)
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / 127
+    scale = np.where(scale > 0, scale, 1).astype(np.float32)
+    return (np.round(blocks / scale) * scale).reshape(len(x), -1)[:, :cols].astype(np.float32)
+
+
+@pytest.mark.parametrize("encoding", ["q4_k", "q6_k"])
+def test_kquant_products_read_our_blocks(encoding):
+    """A K-quant target's products (MAX's qmatmul) and widened weights (MAX's dequantize) read
+    the blocks `kquants.pack` writes as `kquants.unpack` does, for rows of 384 weights (tiny's,
+    padded to two blocks) and of 1536; x rounded to 8 bits per block (`kquant_activations`),
+    for a step's one row and a prompt's many alike."""
+    from max.driver import CPU
+    from max.dtype import DType
+    from max.engine import InferenceSession
+    from max.graph import DeviceRef, Graph, TensorType
+
+    from mxwc import kquants
+    from mxwc.graphs.layers import Params, linear
+
+    device = DeviceRef.CPU()
+    rng = np.random.default_rng(7)
+    for k, n in ((384, 96), (1536, 64)):
+        w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
+        w[3] = 0  # an all-zero row
+        w[5, 7] = 2.0  # an outlier in a block
+        bias = rng.standard_normal(n).astype(np.float32)
+        xs = [rng.standard_normal(shape + (k,)).astype(np.float32) for shape in ((1, 1), (5, 7))]
+        blocks = kquants.pack(w, encoding)
+        types = [TensorType(DType.float32, list(x.shape), device) for x in xs]
+        with Graph(f"{encoding}_{k}", input_types=types) as graph:
+            p = Params({"l.weight": (n, k), "l.bias": (n,)}, DType.float32, device, encodings={"l.weight": encoding})
+            graph.output(*(linear(p, "l", x.tensor) for x in graph.inputs), p.widened("l.weight"))
+        model = InferenceSession(devices=[CPU()]).load(graph, weights_registry={"l.weight": blocks, "l.bias": bias})
+        *ys, widened = (o.to_numpy() for o in model.execute(*xs))
+        unpacked = kquants.unpack(blocks, encoding, k)
+        np.testing.assert_array_equal(widened, unpacked)
+        assert not unpacked[3].any()
+        for x, y in zip(xs, ys):
+            expected = kquant_activations(x.reshape(-1, k)) @ unpacked.T + bias
+            np.testing.assert_allclose(y.reshape(-1, n), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_cache_write_kernel_writes_one_slot_in_place():

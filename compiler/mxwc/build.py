@@ -16,9 +16,10 @@ import msgpack
 from mxwr.bundle import BundleWriter
 from mxwr.dims import Shape
 from mxwr.graphspec import Layout
-from mxwr.targets import CPU_FEATURES, max_version, this_cpu
 from mxwr.manifest import (FORMAT_MAJOR, FORMAT_MINOR, MAX_NAME, Audio, GraphEntry, Host, Manifest, ModelInfo,
                            Producer, Target, Tokenizer)
+from mxwr.quantization import SCHEMES
+from mxwr.targets import CPU_FEATURES, max_version, this_cpu
 
 from . import __version__
 from .compile import compile_target, parse_target
@@ -62,17 +63,17 @@ class Storage:
 
 def target_storage(target: str, dtype: str) -> Storage:
     """--dtype is the GPU targets' compute type; the CPU target computes in float32, and with
-    --dtype int8 stores its matrices as int8 (`mxwr.quantization`), multiplied by AVX-512 VNNI
-    instructions of the host it is compiled for (this one)."""
+    --dtype int8, q4_k or q6_k stores its matrices so (`mxwr.quantization`), its int8 ones
+    multiplied by AVX-512 VNNI instructions of the host it is compiled for (this one)."""
     gpu = parse_target(target) is not None
-    if dtype == "int8":
+    if dtype != "none" and dtype in SCHEMES:
         if gpu:
-            raise BuildError(f"--dtype int8 is the cpu target's: build {target} with float16, bfloat16 or float32")
+            raise BuildError(f"--dtype {dtype} is the cpu target's: build {target} with float16, bfloat16 or float32")
         cpu, features = this_cpu()
         if cpu is not None and "avx512_vnni" not in features:
-            raise BuildError(f"--dtype int8 needs a CPU with AVX-512 VNNI, which this one ({cpu}) lacks: "
+            raise BuildError(f"--dtype {dtype} needs a CPU with AVX-512 VNNI, which this one ({cpu}) lacks: "
                              "build float32, or build on (and for) a host that has it")
-        return Storage("float32", "int8")
+        return Storage("float32", dtype)
     return Storage(dtype if gpu else "float32")
 
 

@@ -24,10 +24,11 @@ def cli() -> None:
 @click.option("--max-seq", default=448, show_default=True, type=int, help="Self-attention cache length (<= 448).")
 @click.option("--target", "targets", multiple=True, default=["cpu"], show_default=True,
               help="cpu, or cuda:<arch> (e.g. cuda:sm_90a, cuda:sm_80), cross-compiled without a GPU; repeat for several.")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8"]), default="float32",
-              show_default=True,
-              help="Weights and compute type of GPU targets (the cpu target computes in float32); int8: a cpu "
-                   "bundle whose decoders read int8 weights (a scale per 64 values), float32 otherwise.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16", "int8", "q4_k", "q6_k"]),
+              default="float32", show_default=True,
+              help="Weights and compute type of GPU targets (the cpu target computes in float32); int8, q4_k, "
+                   "q6_k: a cpu bundle whose matrices are int8 (a scale per 64 values) or GGUF's Q4_K or Q6_K "
+                   "blocks (the token embedding int8), float32 otherwise.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Windows decoded together (fixed at build time).")
 @click.option("--prompt-len", default=32, show_default=True, type=int,

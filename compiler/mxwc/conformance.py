@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from mxwr.bundle import BundleReader
-from mxwr.quantization import SCALE, int8_weights, widened
+from mxwr.quantization import SCALE, weight_encodings, widened
 
+from . import kquants
 from .weights import ModelWeights
 
 
@@ -33,8 +34,11 @@ class Limits:
 MEL_MAX_ABS = 1e-3
 # By the target's `quantization` (fp32, CPU). An int8 target's products round their inputs to 8
 # bits too (kernels/vnni.mojo): each group of 64 values of a row to 1/254 of its largest,
-# compounding over the encoder's layers.
-LIMITS = {"none": Limits(rel=1e-4, logits=1e-3, probs=1e-4), "int8": Limits(rel=5e-2, logits=1.0, probs=5e-2)}
+# compounding over the encoder's layers. A K-quant target's decoder products (MAX's qmatmul)
+# round theirs per 256 values, coarser, so its logits may move further.
+_INT8 = Limits(rel=5e-2, logits=1.0, probs=5e-2)
+_KQUANT = Limits(rel=5e-2, logits=2.0, probs=5e-2)
+LIMITS = {"none": Limits(rel=1e-4, logits=1e-3, probs=1e-4), "int8": _INT8, "q4_k": _KQUANT, "q6_k": _KQUANT}
 SUMMARY_MAX_ABS = 1e-4  # float32 log-sum-exp of ~50k terms, summed in float64 on both sides
 
 
@@ -52,13 +56,16 @@ class Row:
 
 def weights_from_bundle(reader: BundleReader, target: str = "cpu") -> ModelWeights:
     """The bundle's weights as a ModelWeights (fp32), so the reference runs on exactly them: int8
-    weights as their scales times their integers."""
+    weights as their scales times their integers, K-quant blocks unpacked."""
     m = reader.manifest
     entry = next(t for t in m.targets if t.name == target)
     stored = reader.read_tensors(entry.weights_section)
     tensors = {k: np.asarray(v, dtype=np.float32) for k, v in stored.items() if not k.endswith(SCALE)}
-    for name in int8_weights(m.dims) if entry.quantization == "int8" else ():
-        tensors[name] = widened(stored[name], np.asarray(stored[name + SCALE], dtype=np.float32))
+    for name, encoding in weight_encodings(m.dims, entry.quantization).items():
+        if encoding == "int8":
+            tensors[name] = widened(stored[name], np.asarray(stored[name + SCALE], dtype=np.float32))
+        else:
+            tensors[name] = kquants.unpack(np.asarray(stored[name]), encoding, m.dims.weight_shapes()[name][1])
     heads = [list(h) for h in m.alignment_heads] if m.alignment_heads is not None else None
     return ModelWeights(m.model.name, m.dims, tensors, f"bundle {reader.path}", heads)
 

@@ -1,12 +1,15 @@
-"""Weights as a target stores them (`mxwr.quantization`): cast to the compute dtype, and for an
-int8 target the decoders' matrices rounded to int8 with one scale per group of a row."""
+"""Weights as a target stores them (`mxwr.quantization`): cast to the compute dtype, and for a
+quantized target its matrices rounded to int8 with one scale per group of a row, or packed in
+K-quant blocks (`kquants`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from mxwr.dims import ModelDims
-from mxwr.quantization import GROUP, INT8_MAX, SCALE, int8_weights
+from mxwr.quantization import GROUP, INT8_MAX, SCALE, weight_encodings
+
+from . import kquants
 
 
 def bfloat16_bits(x: np.ndarray) -> np.ndarray:
@@ -37,9 +40,9 @@ def stored_weights(tensors: dict[str, np.ndarray], dims: ModelDims, dtype: str,
         out = {k: bfloat16_bits(v) for k, v in tensors.items()}
     else:
         out = {k: np.ascontiguousarray(v, dtype=np.dtype(dtype)) for k, v in tensors.items()}
-    if quantization == "int8":
-        for name in int8_weights(dims):
+    for name, encoding in weight_encodings(dims, quantization).items():
+        if encoding == "int8":
             out[name], out[name + SCALE] = int8_groups(tensors[name])
-    elif quantization != "none":
-        raise ValueError(f"unknown quantization {quantization!r}")
+        else:
+            out[name] = kquants.pack(tensors[name], encoding)
     return out

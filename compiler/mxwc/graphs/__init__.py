@@ -21,8 +21,8 @@ Every builder takes a `GraphContext`: one target's dims, shape, weights, dtype, 
 `Layout`. The layout decides, explicitly, what 16-bit GPU targets do differently: attention
 operands padded to the matmul tile (`layout`), cross V stored transposed, our own Mojo kernels
 for the step's cache write and the logits (`kernels`), single-query attention in the step.
-On an int8 target (`mxwr.quantization`) the decoders' products with int8 weights run by our
-int8 kernels (`kernels`), or on the widened weights for a long sequence.
+On a quantized target (`mxwr.quantization`) the products with int8 weights run by our int8
+kernels (`kernels`), those with K-quant blocks by MAX's `qmatmul` (`layers`).
 
 The arithmetic follows openai-whisper's `model.py` (`layers`, `attention`, `decoder`, `logits`);
 `builders` puts the six graphs together.

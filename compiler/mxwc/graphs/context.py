@@ -12,7 +12,7 @@ from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue
 
 from mxwr.dims import ModelDims, Shape
 from mxwr.graphspec import SPECS, Geometry, Layout, Port
-from mxwr.quantization import int8_weights
+from mxwr.quantization import weight_encodings
 
 from .kernels import KERNELS
 from .layers import Params
@@ -46,8 +46,8 @@ class GraphContext:
 
     def params(self, dtype: DType | None = None) -> Params:
         """The graph's weights, in the compute dtype unless told otherwise."""
-        int8 = frozenset(int8_weights(self.dims)) if self.quantization == "int8" else frozenset()
-        return Params(self.weight_shapes, dtype or self.dtype, self.device, self.layout.tile, int8,
+        encodings = weight_encodings(self.dims, self.quantization)
+        return Params(self.weight_shapes, dtype or self.dtype, self.device, self.layout.tile, encodings,
                       self.layout.cpu_kernels and (dtype or self.dtype) == DType.float32)
 
     @contextmanager
@@ -56,7 +56,7 @@ class GraphContext:
         are built in where the spec calls them and the layout has them."""
         spec = SPECS[role]
         ports = spec.inputs(self.geometry)
-        ours = self.layout.kernels or self.quantization == "int8"
+        ours = self.layout.kernels or self.quantization != "none"  # a quantized target's int8 products
         extensions = [KERNELS] if spec.kernels and ours else []
         with Graph(role, input_types=[self._type(p) for p in ports], custom_extensions=extensions) as graph:
             values = (v.buffer if p.kind == "buffer" else v.tensor for p, v in zip(ports, graph.inputs, strict=True))

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 from max.dtype import DType
 from max.graph import DeviceRef, Graph, TensorValue, Weight, ops
+from max.graph.quantization import QuantizationEncoding
 
-from mxwr.quantization import GROUP, SCALE
+from mxwr.quantization import GROUP, KQUANT_VALUES, SCALE, kquant_width
 
 from .kernels import int8_linear, small_linear, small_products_fit
 
@@ -24,26 +25,31 @@ class Params:
     """Hands out graph weights by state-dict name, with the shapes of the weights to be bound.
 
     `tile` is the target layout's (`Layout.tile`): products with the weights follow it
-    (`times_weight`). `int8`: the names stored as int8 with their groups' scales (`mxwr.quantization`),
-    which `linear`, `embed` and the logits multiply by our kernel or widen. `small_products`:
+    (`times_weight`). `encodings`: how the quantized names are stored (`mxwr.quantization`):
+    `int8` with their groups' scales, which `linear`, `embed` and the logits multiply by our
+    kernel or widen; `q4_k`/`q6_k` in K-quant blocks (`linear`). `small_products`:
     the layout's own kernels multiply a few rows by float32 weights (`Layout.cpu_kernels`).
     """
 
     def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype: DType, device: DeviceRef,
-                 tile: int | None = None, int8: frozenset[str] = frozenset(), small_products: bool = False):
+                 tile: int | None = None, encodings: Mapping[str, str] | None = None, small_products: bool = False):
         self._shapes = shapes
         self._dtype = dtype
         self._device = device
         self.tile = tile
-        self._int8 = int8
+        self._encodings = dict(encodings or {})
         self.small_products = small_products
         self._values: dict[str, TensorValue] = {}
 
     def __call__(self, name: str) -> TensorValue:
         if name not in self._values:
-            if name in self._int8:
+            encoding = self._encodings.get(name)
+            if encoding == "int8":
                 dtype, shape = DType.int8, self._shapes[name]
-            elif name.endswith(SCALE) and name.removesuffix(SCALE) in self._int8:
+            elif encoding is not None:
+                rows, cols = self._shapes[name]
+                dtype, shape = DType.uint8, (rows, kquant_width(cols, encoding))
+            elif name.endswith(SCALE) and self.encoding(name.removesuffix(SCALE)) == "int8":
                 rows, cols = self._shapes[name.removesuffix(SCALE)]
                 dtype, shape = DType.float32, (rows, cols // GROUP)
             else:
@@ -55,25 +61,49 @@ class Params:
     def device(self) -> DeviceRef:
         return self._device
 
-    def quantized(self, name: str) -> bool:
-        return name in self._int8
+    def encoding(self, name: str) -> str | None:
+        """How a quantized weight is stored (`int8`, `q4_k`, `q6_k`); None for the others."""
+        return self._encodings.get(name)
 
     def widened(self, name: str) -> TensorValue:
-        """The weight in the compute dtype: an int8 one times its groups' scales."""
-        if name not in self._int8:
+        """The weight in the compute dtype: an int8 one times its groups' scales, K-quant blocks
+        unpacked (their padding dropped)."""
+        encoding = self.encoding(name)
+        if encoding is None:
             return self(name)
-        return scaled(ops.cast(self(name), DType.float32), self(name + SCALE))
+        if encoding == "int8":
+            return scaled(ops.cast(self(name), DType.float32), self(name + SCALE))
+        cols = self._shapes[name][1]
+        return ops.dequantize(QuantizationEncoding[encoding.upper()], self(name))[:, :cols]
 
 
 def linear(p: Params, name: str, x: TensorValue, bias: bool = True) -> TensorValue:
     weight = f"{name}.weight"
     rows = int(np.prod([int(d) for d in x.shape[:-1]]))
-    if p.quantized(weight):
+    encoding = p.encoding(weight)
+    if encoding == "int8":
         return int8_linear(x, p(weight), p(weight + SCALE), _bias(p, name, bias))
-    if p.small_products and not p.quantized(weight) and small_products_fit(rows):
+    if encoding is not None:
+        y = kquant_linear(x, p(weight), encoding)
+    elif p.small_products and small_products_fit(rows):
         return small_linear(x, p(weight), _bias(p, name, bias))
-    y = times_weight(x, ops.transpose(p.widened(weight), 0, 1), p.tile)
+    else:
+        y = times_weight(x, ops.transpose(p.widened(weight), 0, 1), p.tile)
     return y + p(f"{name}.bias") if bias else y
+
+
+def kquant_linear(x: TensorValue, weight: TensorValue, encoding: str) -> TensorValue:
+    """x [..., k] float32 times K-quant blocks [n, blocks * bytes] (rows of k weights padded to
+    whole blocks) transposed -> [..., n]: x padded with zeros alike, MAX's `qmatmul` (which
+    rounds x to 8 bits per block)."""
+    lead, k = [int(d) for d in x.shape[:-1]], int(x.shape[-1])
+    flat = ops.reshape(x, [int(np.prod(lead)), k])
+    pad = -k % KQUANT_VALUES
+    if pad:
+        zeros = ops.constant(np.zeros((int(flat.shape[0]), pad), np.float32), DType.float32, x.device)
+        flat = ops.concat([flat, zeros], axis=1)
+    y = ops.qmatmul(QuantizationEncoding[encoding.upper()], None, flat, weight)
+    return ops.reshape(y, [*lead, int(weight.shape[0])])
 
 
 def _bias(p: Params, name: str, bias: bool) -> TensorValue:
@@ -94,8 +124,10 @@ def scaled(w: TensorValue, scale: TensorValue) -> TensorValue:
 def embed(p: Params, name: str, ids: TensorValue) -> TensorValue:
     """Rows `ids` of an embedding (an int8 one widened, only those rows)."""
     rows = ops.gather(p(name), ids, axis=0)
-    if not p.quantized(name):
+    if p.encoding(name) is None:
         return rows
+    if p.encoding(name) != "int8":
+        raise ValueError(f"{name}: an embedding is stored as int8 or in the compute dtype, not {p.encoding(name)}")
     return scaled(ops.cast(rows, DType.float32), ops.gather(p(name + SCALE), ids, axis=0))
 
 

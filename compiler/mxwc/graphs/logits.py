@@ -7,13 +7,10 @@ from max.dtype import DType
 from max.graph import TensorValue, ops
 
 from mxwr.graphspec import Layout
-from mxwr.quantization import SCALE
+from mxwr.quantization import EMBEDDING, SCALE
 
 from .kernels import int8_kernel_fits, logits_choice, logits_choice_int8, logits_greedy, logits_kernel_fits
 from .layers import Params
-
-
-EMBEDDING = "decoder.token_embedding.weight"
 
 
 def tied_logits(p: Params, x: TensorValue) -> TensorValue:
@@ -65,15 +62,16 @@ def logits_and_choice(p: Params, x: TensorValue, suppress: TensorValue, text_end
     MAX's product with the transposed embedding and the reductions of `greedy`.
     """
     rows, d = (int(n) for n in x.shape)
+    int8 = p.encoding(EMBEDDING) is not None  # a quantized target's embedding is int8 (`mxwr.quantization`)
     names = ("logits", "next_token", "next_logprob", "text_top_ids", "text_top_logits", "text_logsumexp")
     if layout.text_summary and text_end is not None:
-        if p.quantized(EMBEDDING) and int8_kernel_fits(rows):
+        if int8 and int8_kernel_fits(rows):
             return dict(zip(names, logits_choice_int8(x, p(EMBEDDING), p(EMBEDDING + SCALE), suppress, text_end, top)))
-        if not p.quantized(EMBEDDING):
+        if not int8:
             return dict(zip(names, logits_choice(x, p(EMBEDDING), suppress, text_end, top)))
         logits = tied_logits(p, x)
         return dict(zip(names, (logits, *greedy(logits, suppress), *text_summary(logits, suppress, text_end, top))))
-    if not p.quantized(EMBEDDING) and logits_kernel_fits(rows, d, layout):
+    if not int8 and logits_kernel_fits(rows, d, layout):
         return dict(zip(names, logits_greedy(x, p(EMBEDDING), suppress)))
     logits = tied_logits(p, x)
     return dict(zip(names, (logits, *greedy(logits, suppress))))
