@@ -17,8 +17,8 @@
   moved dev clips' greedy words); the token embedding and the encoder's matrices int8 as above. The decoder's are the bytes every step reads; the logits
   read the embedding every step too, and our int8 logits kernel reads it faster than MAX's
   K-quant product (llama.cpp's K-quant mixes too keep their output matrix at more bits); the
-  encoder is bound by arithmetic, not bytes, and 4-bit weights there moved its features by 15%
-  of their RMS. A row of `cols` weights is padded with zeros to a whole number of
+  encoder is bound by arithmetic, not bytes, and 4-bit weights there moved its features many
+  times further than int8 does. A row of `cols` weights is padded with zeros to a whole number of
   KQUANT_VALUES-weight blocks and stored as uint8 [rows, blocks * block bytes]; tiny's
   384-wide rows take two blocks, a third of them padding. The graphs pad the activations
   alike; MAX rounds them to 8 bits per block (its largest |x| at 127).
