@@ -12,13 +12,14 @@
   product to 8 bits in the same groups, so that each group's products are one instruction of
   the CPU's 8-bit dot products (kernels/vnni.mojo).
 - `q4_k`, `q6_k` (float32 CPU targets): the decoder's matrices in GGUF's K-quant blocks
-  (llama.cpp's Q4_K and Q6_K, which MAX's `qmatmul` multiplies), in `q4_k` its self-attention
-  value and second MLP matrices in Q6_K as llama.cpp's Q4_K_M mix keeps them (all in Q4_K
-  moved dev clips' greedy words); the token embedding and the encoder's matrices int8 as above. The decoder's are the bytes every step reads; the logits
-  read the embedding every step too, and our int8 logits kernel reads it faster than MAX's
-  K-quant product (llama.cpp's K-quant mixes too keep their output matrix at more bits); the
-  encoder is bound by arithmetic, not bytes, and 4-bit weights there moved its features many
-  times further than int8 does. A row of `cols` weights is padded with zeros to a whole number of
+  (llama.cpp's Q4_K and Q6_K, which MAX's `qmatmul` multiplies); `q4_k` keeps the
+  self-attention value and second MLP matrices in Q6_K, as llama.cpp's Q4_K_M mix does (all in
+  Q4_K moved dev clips' greedy words). The token embedding and the encoder's matrices are int8
+  as above: the decoder's matrices are the bytes every step reads; the logits read the
+  embedding every step too, and our int8 logits kernel reads it faster than MAX's K-quant
+  product (llama.cpp's mixes too keep their output matrix at more bits); the encoder is bound
+  by arithmetic, not bytes, and 4-bit weights there moved its features many times further
+  than int8 does. A row of `cols` weights is padded with zeros to a whole number of
   KQUANT_VALUES-weight blocks and stored as uint8 [rows, blocks * block bytes]; tiny's
   384-wide rows take two blocks, a third of them padding. The graphs pad the activations
   alike; MAX rounds them to 8 bits per block (its largest |x| at 127).
