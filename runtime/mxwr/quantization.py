@@ -15,11 +15,12 @@
   (llama.cpp's Q4_K and Q6_K, which MAX's `qmatmul` multiplies); `q4_k` keeps the
   self-attention value and second MLP matrices in Q6_K, as llama.cpp's Q4_K_M mix does (all in
   Q4_K moved dev clips' greedy words). The token embedding and the encoder's matrices are int8
-  as above: the decoder's matrices are the bytes every step reads; the logits read the
-  embedding every step too, and our int8 logits kernel reads it faster than MAX's K-quant
-  product (llama.cpp's mixes too keep their output matrix at more bits); the encoder is bound
-  by arithmetic, not bytes, and 4-bit weights there moved its features many times further
-  than int8 does. A row of `cols` weights is padded with zeros to a whole number of
+  as above: the decoder's matrices are the bytes every step reads; the embedding is read every
+  step by our int8 logits kernel, which picks the greedy token and summarizes the text tokens
+  in the same pass, and in Q4_K it moved dev clips' words (llama.cpp's mixes too keep their
+  output matrix at more bits; Q6_K rows padded to 512 are no smaller than int8's); the encoder
+  is bound by arithmetic, not bytes, and 4-bit weights there moved its features many times
+  further than int8 does. A row of `cols` weights is padded with zeros to a whole number of
   KQUANT_VALUES-weight blocks and stored as uint8 [rows, blocks * block bytes]; tiny's
   384-wide rows take two blocks, a third of them padding. The graphs pad the activations
   alike; MAX rounds them to 8 bits per block (its largest |x| at 127).
