@@ -12,7 +12,7 @@ import pytest
 
 from support import DEV, ROOT, dev_manifest, run_cli
 from mxwr.bundle import BundleReader
-from mxwr.quantization import GROUP, SCALE, int8_weights
+from mxwr.quantization import GROUP, SCALE, quantized_weights
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import word_error_rate
@@ -62,7 +62,7 @@ def test_the_manifest_names_the_scheme(quantized_bundles, scheme):
     assert (target["name"], target["dtype"], target["quantization"]) == ("cpu", "float32", scheme)
     dims, stored = _stored(bundle, scheme)
     shapes = dims.weight_shapes()
-    quantized = set(int8_weights(dims))
+    quantized = set(quantized_weights(dims))
     blocks = {n for n in quantized if scheme in KQUANTS and n.startswith("decoder.blocks.")}
     assert {n for n, a in stored.items() if a.dtype == np.int8} == quantized - blocks
     assert {n for n, a in stored.items() if a.dtype == np.uint8} == blocks

@@ -46,7 +46,7 @@ EMBEDDING = "decoder.token_embedding.weight"
 Q4_K_MORE_BITS = (".attn.value.weight", ".mlp.2.weight")  # a q4_k target's decoder matrices in Q6_K
 
 
-def int8_weights(dims: ModelDims) -> tuple[str, ...]:
+def quantized_weights(dims: ModelDims) -> tuple[str, ...]:
     """The state-dict names a quantized target stores quantized: the token embedding and every
     linear's matrix but the cross-attention key/value projections'."""
     names = [EMBEDDING]
@@ -69,6 +69,7 @@ def weight_encodings(dims: ModelDims, scheme: str) -> dict[str, str]:
         raise ValueError(f"unknown quantization {scheme!r}")
     if scheme == "none":
         return {}
+
     def encoding(name: str) -> str:
         if scheme == "int8" or not name.startswith("decoder.blocks."):
             return "int8"
@@ -76,7 +77,7 @@ def weight_encodings(dims: ModelDims, scheme: str) -> dict[str, str]:
             return "q6_k"
         return scheme
 
-    return {name: encoding(name) for name in int8_weights(dims)}
+    return {name: encoding(name) for name in quantized_weights(dims)}
 
 
 def kquant_width(cols: int, encoding: str) -> int:
@@ -84,19 +85,22 @@ def kquant_width(cols: int, encoding: str) -> int:
     return -(-cols // KQUANT_VALUES) * KQUANT_BLOCK_BYTES[encoding]
 
 
+def quantized_tensors(name: str, shape: tuple[int, ...], encoding: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """name -> (dtype, shape) of the tensors that store weight `name` [rows, cols] by `encoding`
+    (int8: every row a whole number of groups, as whisper's widths are)."""
+    rows, cols = shape
+    if encoding == "int8":
+        return {name: ("int8", (rows, cols)), name + SCALE: ("float32", (rows, cols // GROUP))}
+    return {name: ("uint8", (rows, kquant_width(cols, encoding)))}
+
+
 def stored_tensors(dims: ModelDims, dtype: str, scheme: str) -> dict[str, tuple[str, tuple[int, ...]]]:
     """name -> (dtype, shape) of every tensor in the weights section of a target computing in
-    `dtype` with weights stored by `scheme` (int8: every quantized row a whole number of groups,
-    as whisper's widths are)."""
+    `dtype` with weights stored by `scheme`."""
     shapes = dims.weight_shapes()
     tensors = {name: (dtype, shape) for name, shape in shapes.items()}
     for name, encoding in weight_encodings(dims, scheme).items():
-        rows, cols = shapes[name]
-        if encoding == "int8":
-            tensors[name] = ("int8", (rows, cols))
-            tensors[name + SCALE] = ("float32", (rows, cols // GROUP))
-        else:
-            tensors[name] = ("uint8", (rows, kquant_width(cols, encoding)))
+        tensors.update(quantized_tensors(name, shapes[name], encoding))
     return tensors
 
 

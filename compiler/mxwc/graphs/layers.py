@@ -14,7 +14,7 @@ from max.dtype import DType
 from max.graph import DeviceRef, Graph, TensorValue, Weight, ops
 from max.graph.quantization import QuantizationEncoding
 
-from mxwr.quantization import GROUP, KQUANT_VALUES, SCALE, kquant_width
+from mxwr.quantization import GROUP, KQUANT_VALUES, SCALE, quantized_tensors
 
 from .kernels import int8_linear, small_linear, small_products_fit
 
@@ -38,22 +38,14 @@ class Params:
         self._device = device
         self.tile = tile
         self._encodings = dict(encodings or {})
+        self._stored = {stored: (DType[dtype], shape) for name, encoding in self._encodings.items()
+                        for stored, (dtype, shape) in quantized_tensors(name, shapes[name], encoding).items()}
         self.small_products = small_products
         self._values: dict[str, TensorValue] = {}
 
     def __call__(self, name: str) -> TensorValue:
         if name not in self._values:
-            encoding = self._encodings.get(name)
-            if encoding == "int8":
-                dtype, shape = DType.int8, self._shapes[name]
-            elif encoding is not None:
-                rows, cols = self._shapes[name]
-                dtype, shape = DType.uint8, (rows, kquant_width(cols, encoding))
-            elif name.endswith(SCALE) and self.encoding(name.removesuffix(SCALE)) == "int8":
-                rows, cols = self._shapes[name.removesuffix(SCALE)]
-                dtype, shape = DType.float32, (rows, cols // GROUP)
-            else:
-                dtype, shape = self._dtype, self._shapes[name]
+            dtype, shape = self._stored.get(name) or (self._dtype, self._shapes[name])
             self._values[name] = Graph.current.add_weight(Weight(name, dtype, shape, self._device))
         return self._values[name]
 
